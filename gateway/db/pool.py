@@ -1,0 +1,37 @@
+"""The asyncpg pool: JSON codecs through orjson, timeouts from the settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+from gateway.settings import Settings
+
+
+async def _init_connection(con: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await con.set_type_codec(
+            name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+            format="text",
+        )
+
+
+async def create_pool(settings: Settings, url: str, **overrides: Any) -> asyncpg.Pool:
+    options: dict[str, Any] = {
+        "min_size": settings.db_pool_min,
+        "max_size": settings.db_pool_max,
+        "command_timeout": settings.db_command_timeout,
+        "timeout": settings.db_acquire_timeout,
+        "init": _init_connection,
+        "server_settings": {"application_name": "stripe-gateway"},
+    }
+    options.update(overrides)
+    return await asyncpg.create_pool(url, **options)
+
+
+async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    con = await asyncpg.connect(url, timeout=timeout)
+    await _init_connection(con)
+    return con

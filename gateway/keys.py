@@ -1,0 +1,22 @@
+"""Typed application keys: every shared resource of the app is reached through one of these."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.auth.tokens import TokenVerifier
+    from gateway.lifecycle import Lifecycle
+    from gateway.ratelimit.limiter import RateLimiter
+
+SETTINGS = web.AppKey("settings", Settings)
+DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+DATABASE_URL = web.AppKey("database_url", str)
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+TOKEN_VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("token_verifier")

@@ -1,0 +1,91 @@
+"""Every non-2xx answer gets one JSON shape: {"error": {"code", "message", "request_id"}}.
+
+This is the only place that turns exceptions into HTTP answers: the gateway's own ApiError tree, aiohttp's HTTP
+exceptions (404, 405, 413 ...), database unavailability (503 with Retry-After) and anything unexpected (500, the
+stack in the log, never in a production body).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from gateway import context
+from gateway.db.errors import UNAVAILABLE_ERRORS
+from gateway.errors import ApiError, DatabaseUnavailable
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.errors")
+
+_AIOHTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+}
+_PASSED_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None, details: Any = None
+) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": context.request_id()}
+    if details is not None:
+        body["details"] = details
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": body}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def status_for(exc: BaseException) -> int:
+    """The status the error middleware answers for this exception (the access log counts it before)."""
+    if isinstance(exc, ApiError | web.HTTPException):
+        return exc.status
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return DatabaseUnavailable.status
+    return 500
+
+
+def error_middleware(settings: Settings) -> Middleware:
+    show_trace = settings.debug and not settings.is_production
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            if exc.status >= 500:
+                log.error("request failed", extra={"code": exc.code, "status": exc.status})
+            return error_response(exc.status, exc.code, exc.message, headers=exc.headers, details=exc.details)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {k: exc.headers[k] for k in _PASSED_HEADERS if k in exc.headers}
+            code = _AIOHTTP_CODES.get(exc.status, "http_error")
+            return error_response(exc.status, code, exc.reason, headers=headers)
+        except UNAVAILABLE_ERRORS as exc:
+            log.error("database unavailable", extra={"code": "database_unavailable", "error": type(exc).__name__})
+            unavailable = DatabaseUnavailable()
+            return error_response(unavailable.status, unavailable.code, unavailable.message,
+                                  headers=unavailable.headers)
+        except Exception:
+            log.exception("unhandled error", extra={"code": "internal_error"})
+            details = traceback.format_exc().splitlines() if show_trace else None
+            return error_response(500, "internal_error", "Internal server error", details=details)
+
+    return errors

@@ -1,0 +1,323 @@
+"""Settings: one frozen object, parsed once from the environment (and an optional `.env` file).
+
+Every setting is declared once below as a dataclass field whose metadata carries its environment variable and its
+documentation; the README table and `.env.example` are checked against this list by the test suite.
+Every problem found while parsing is reported together in one `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+AppEnv = Literal["development", "test", "production"]
+
+DEFAULT_STRIPE_API_VERSION = "2025-03-31.basil"
+
+
+class ConfigError(Exception):
+    """Raised with every configuration problem at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+def setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
+    if isinstance(default, list | tuple):
+        value = tuple(default)
+        return field(default=value, metadata={"env": env, "doc": doc, "secret": secret})
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- runtime ---
+    app_env: AppEnv = setting("APP_ENV", "development", "development, test or production")
+    debug: bool = setting("DEBUG", False, "Verbose errors (tracebacks in 500 bodies); refused in production")
+    host: str = setting("HOST", "0.0.0.0", "Address the public API listens on")  # noqa: S104
+    port: int = setting("PORT", 8080, "Port of the public API")
+    workers: int = setting("WORKERS", 1, "Processes sharing the port through SO_REUSEPORT")
+    metrics_host: str = setting("METRICS_HOST", "127.0.0.1", "Address of the metrics listener (not public)")
+    metrics_port: int = setting("METRICS_PORT", 9102, "Port of the Prometheus metrics listener; 0 disables it")
+    log_level: str = setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    shutdown_drain_seconds: float = setting(
+        "SHUTDOWN_DRAIN_SECONDS", 5.0, "After SIGTERM: seconds /ready answers 503 while still serving"
+    )
+    shutdown_timeout_seconds: float = setting(
+        "SHUTDOWN_TIMEOUT_SECONDS", 15.0, "After the drain: seconds in-flight requests get to finish"
+    )
+    # --- database ---
+    database_url: str | None = setting(
+        "DATABASE_URL", None, "PostgreSQL URL; unset starts an embedded PostgreSQL in GATEWAY_DATA_DIR",
+        secret=True,
+    )
+    data_dir: str = setting("GATEWAY_DATA_DIR", "./.data", "Folder of the embedded PostgreSQL data")
+    db_pool_min: int = setting("DB_POOL_MIN", 2, "Minimum connections in the pool")
+    db_pool_max: int = setting("DB_POOL_MAX", 10, "Maximum connections in the pool")
+    db_command_timeout: float = setting("DB_COMMAND_TIMEOUT", 5.0, "Seconds before a statement is abandoned")
+    db_acquire_timeout: float = setting(
+        "DB_ACQUIRE_TIMEOUT", 5.0, "Seconds to wait for a pooled connection before answering 503"
+    )
+    ready_db_timeout: float = setting("READY_DB_TIMEOUT", 1.0, "Seconds /ready waits for the database")
+    # --- edge hardening ---
+    trusted_hosts: tuple[str, ...] = setting(
+        "TRUSTED_HOSTS", ["localhost", "127.0.0.1", "::1"], "Accepted Host names (comma list, *.example.com wildcards)"
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        "TRUSTED_PROXIES", [], "CIDRs of proxies whose X-Forwarded-For / X-Forwarded-Proto are believed"
+    )
+    cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", [], "Browser origins allowed by CORS (comma list)")
+    json_body_limit: int = setting("JSON_BODY_LIMIT", 102_400, "Largest JSON request body in bytes")
+    webhook_body_limit: int = setting("WEBHOOK_BODY_LIMIT", 524_288, "Largest webhook body in bytes")
+    # --- rate limits ---
+    rate_limit_store: Literal["memory", "redis"] = setting(
+        "RATE_LIMIT_STORE", "memory", "memory (per process) or redis (shared by replicas, needs REDIS_URL)"
+    )
+    redis_url: str | None = setting("REDIS_URL", None, "Redis URL for the shared rate-limit store", secret=True)
+    rate_limit_fail_open: bool = setting(
+        "RATE_LIMIT_FAIL_OPEN", True, "On a Redis error let the request through (true) or answer 503 (false)"
+    )
+    rate_limit_max_keys: int = setting(
+        "RATE_LIMIT_MAX_KEYS", 100_000, "Most client keys the in-process store keeps (oldest evicted first)"
+    )
+    rate_limit_webhook_max: int = setting(
+        "RATE_LIMIT_WEBHOOK_MAX", 100, "Webhook deliveries per minute per client IP (bucket capacity too)"
+    )
+    rate_limit_public_max: int = setting("RATE_LIMIT_PUBLIC_MAX", 60, "Public requests per minute per client IP")
+    rate_limit_auth_max: int = setting("RATE_LIMIT_AUTH_MAX", 10, "Login/refresh attempts per minute per client IP")
+    rate_limit_checkout_max: int = setting("RATE_LIMIT_CHECKOUT_MAX", 10, "Checkout sessions per minute per user")
+    # --- JWT ---
+    jwt_algorithms: tuple[str, ...] = setting("JWT_ALGORITHMS", ["HS256"], "Accepted JWT algorithms (allowlist)")
+    jwt_secret: str | None = setting("JWT_SECRET", None, "HS256 key (at least 32 bytes)", secret=True)
+    jwt_jwks_url: str | None = setting("JWT_JWKS_URL", None, "JWKS URL for RS256/ES256 tokens of an identity provider")
+    jwt_issuer: str | None = setting("JWT_ISSUER", None, "Required `iss` claim")
+    jwt_audience: str | None = setting("JWT_AUDIENCE", None, "Required `aud` claim")
+    jwt_leeway_seconds: int = setting("JWT_LEEWAY_SECONDS", 30, "Clock skew tolerated on exp/iat/nbf")
+    jwt_roles_claim: str = setting(
+        "JWT_ROLES_CLAIM", "roles", "Dotted path of the roles claim (e.g. app_metadata.roles)"
+    )
+    jwks_cache_seconds: int = setting("JWKS_CACHE_SECONDS", 300, "How long fetched JWKS keys are kept")
+    jwks_refetch_cooldown_seconds: int = setting(
+        "JWKS_REFETCH_COOLDOWN_SECONDS", 30, "Least seconds between two JWKS fetches for an unknown kid"
+    )
+    # --- Stripe ---
+    stripe_secret_key: str | None = setting("STRIPE_SECRET_KEY", None, "Stripe API key (sk_... or rk_...)", secret=True)
+    stripe_webhook_secrets: tuple[str, ...] = setting(
+        "STRIPE_WEBHOOK_SECRET", [], "Webhook signing secrets, comma list (two during a rotation)", secret=True
+    )
+    stripe_webhook_tolerance: int = setting(
+        "STRIPE_WEBHOOK_TOLERANCE", 300, "Seconds a Stripe-Signature timestamp may differ from now"
+    )
+    stripe_api_version: str = setting("STRIPE_API_VERSION", DEFAULT_STRIPE_API_VERSION, "Pinned Stripe API version")
+    stripe_api_base: str = setting(
+        "STRIPE_API_BASE", "https://api.stripe.com", "Base URL of Stripe's API (a local fake in tests)"
+    )
+    stripe_livemode: bool | None = setting(
+        "STRIPE_LIVEMODE", None, "true: refuse test-mode events; false: refuse live events; unset: accept both"
+    )
+    stripe_webhook_path: str = setting("STRIPE_WEBHOOK_PATH", "/stripe/webhook", "Path of the webhook route")
+    webhook_handlers_enabled: bool = setting(
+        "WEBHOOK_HANDLERS_ENABLED", True, "Kill switch: false records verified events as received, changes nothing"
+    )
+    # --- stock ---
+    reservation_ttl_seconds: int = setting(
+        "RESERVATION_TTL_SECONDS", 1800, "How long checkout stock stays held (Stripe's minimum is 1800)"
+    )
+    reservation_sweep_interval_seconds: float = setting(
+        "RESERVATION_SWEEP_INTERVAL_SECONDS", 60.0, "Period of the sweeper releasing expired reservations; 0 disables"
+    )
+    # --- local accounts ---
+    auth_cookie_secure: bool = setting("AUTH_COOKIE_SECURE", True, "Secure flag of the refresh cookie")
+
+    # ----- derived -----
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+
+SETTING_FIELDS: tuple[dataclasses.Field[Any], ...] = tuple(dataclasses.fields(Settings))
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _split_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse(annotation: Any, raw: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in args if a is not type(None)]
+        if raw.strip() == "":
+            return None
+        return _parse(inner[0], raw)
+    if origin is Literal:
+        value = raw.strip().lower()
+        if value not in args:
+            raise ValueError(f"must be one of {', '.join(args)}")
+        return value
+    if origin is tuple:
+        return _split_list(raw)
+    if annotation is bool:
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ValueError("must be true or false")
+    if annotation is int:
+        return int(raw.strip())
+    if annotation is float:
+        return float(raw.strip())
+    return raw.strip()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read KEY=VALUE lines (comments and blank lines skipped, optional quotes removed)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip().removeprefix("export ").strip()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | None = None) -> Settings:
+    """Parse and validate every setting; raise ConfigError listing every problem."""
+    if environ is None:
+        source = read_env_file(env_file or Path(os.environ.get("GATEWAY_ENV_FILE", ".env")))
+        source.update(os.environ)
+    else:
+        source = dict(environ)
+    hints = typing.get_type_hints(Settings)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for f in SETTING_FIELDS:
+        env = f.metadata["env"]
+        if env not in source:
+            continue
+        try:
+            values[f.name] = _parse(hints[f.name], source[env])
+        except ValueError as exc:
+            problems.append(f"{env}: {exc}")
+    settings = Settings(**values)
+    problems.extend(validate(settings))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+_SECRET_PREFIX = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]+$")
+
+
+def validate(s: Settings) -> list[str]:
+    """Checks that hold for every environment, plus the production guards."""
+    problems: list[str] = []
+    if not 1 <= s.port <= 65535:
+        problems.append("PORT: must be between 1 and 65535")
+    if not 0 <= s.metrics_port <= 65535:
+        problems.append("METRICS_PORT: must be between 0 and 65535")
+    if s.metrics_port and s.metrics_port == s.port:
+        problems.append("METRICS_PORT: must differ from PORT (metrics are never served on the public port)")
+    if s.workers < 1:
+        problems.append("WORKERS: must be at least 1")
+    if s.db_pool_min < 0 or s.db_pool_max < max(1, s.db_pool_min):
+        problems.append("DB_POOL_MAX: must be at least 1 and at least DB_POOL_MIN")
+    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        problems.append("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+    for name, value in (
+        ("JSON_BODY_LIMIT", s.json_body_limit),
+        ("WEBHOOK_BODY_LIMIT", s.webhook_body_limit),
+        ("RATE_LIMIT_WEBHOOK_MAX", s.rate_limit_webhook_max),
+        ("RATE_LIMIT_PUBLIC_MAX", s.rate_limit_public_max),
+        ("RATE_LIMIT_AUTH_MAX", s.rate_limit_auth_max),
+        ("RATE_LIMIT_CHECKOUT_MAX", s.rate_limit_checkout_max),
+        ("RATE_LIMIT_MAX_KEYS", s.rate_limit_max_keys),
+        ("STRIPE_WEBHOOK_TOLERANCE", s.stripe_webhook_tolerance),
+    ):
+        if value <= 0:
+            problems.append(f"{name}: must be positive")
+    if s.rate_limit_store == "redis" and not s.redis_url:
+        problems.append("REDIS_URL: required when RATE_LIMIT_STORE=redis")
+    for cidr in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"TRUSTED_PROXIES: {cidr!r} is not a CIDR")
+    for origin in s.cors_origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            problems.append(f"CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path)")
+    unknown_algs = set(s.jwt_algorithms) - {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+    if unknown_algs or not s.jwt_algorithms:
+        problems.append("JWT_ALGORITHMS: allowed values are HS256/384/512, RS256/384/512, ES256/384, PS256")
+    if s.jwt_secret is not None and len(s.jwt_secret.encode()) < 32:
+        problems.append("JWT_SECRET: must be at least 32 bytes")
+    if s.jwt_secret and any(a.startswith(("RS", "ES", "PS")) for a in s.jwt_algorithms) and not s.jwt_jwks_url:
+        problems.append("JWT_ALGORITHMS: asymmetric algorithms need JWT_JWKS_URL")
+    for secret in s.stripe_webhook_secrets:
+        if not secret.startswith("whsec_") or len(secret) < 12:
+            problems.append("STRIPE_WEBHOOK_SECRET: every entry must start with whsec_")
+            break
+    if s.stripe_secret_key and not _SECRET_PREFIX.match(s.stripe_secret_key):
+        problems.append("STRIPE_SECRET_KEY: must start with sk_test_, sk_live_, rk_test_ or rk_live_")
+    if not s.stripe_webhook_path.startswith("/"):
+        problems.append("STRIPE_WEBHOOK_PATH: must start with /")
+    if s.reservation_ttl_seconds < 60:
+        problems.append("RESERVATION_TTL_SECONDS: must be at least 60")
+    if s.is_production:
+        problems.extend(_production_guards(s))
+    return problems
+
+
+def _production_guards(s: Settings) -> list[str]:
+    problems: list[str] = []
+    if "*" in s.cors_origins:
+        problems.append("CORS_ORIGINS: '*' is refused in production; list the frontend origins")
+    if "*" in s.trusted_hosts or not s.trusted_hosts:
+        problems.append("TRUSTED_HOSTS: '*' or an empty list is refused in production; list the served host names")
+    if not s.stripe_webhook_secrets:
+        problems.append("STRIPE_WEBHOOK_SECRET: required in production")
+    if not s.stripe_secret_key:
+        problems.append("STRIPE_SECRET_KEY: required in production")
+    if not s.jwt_issuer or not s.jwt_audience:
+        problems.append("JWT_ISSUER and JWT_AUDIENCE: required in production")
+    if not s.jwt_secret and not s.jwt_jwks_url:
+        problems.append("JWT_SECRET or JWT_JWKS_URL: a key source is required in production")
+    if not s.auth_cookie_secure:
+        problems.append("AUTH_COOKIE_SECURE: the refresh cookie must be Secure in production")
+    if s.debug:
+        problems.append("DEBUG: must be off in production")
+    if not s.database_url:
+        problems.append("DATABASE_URL: required in production (the embedded database is for development)")
+    return problems
+
+
+def describe(s: Settings) -> dict[str, Any]:
+    """The effective settings with secrets masked, for `gateway check-config`."""
+    out: dict[str, Any] = {}
+    for f in SETTING_FIELDS:
+        value = getattr(s, f.name)
+        if f.metadata["secret"] and value:
+            value = "***"
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        out[f.metadata["env"]] = value
+    return out
