@@ -10,9 +10,12 @@ import contextvars
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.auth.identity import TokenCheck
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
@@ -28,6 +31,7 @@ class RequestContext:
     user_id: str | None = None
     roles: frozenset[str] = frozenset()
     authenticated: bool = False
+    token_check: TokenCheck | None = None  # bearer token, verified once per request (gateway.auth.identity)
     fields: dict[str, Any] = field(default_factory=dict)
 
 

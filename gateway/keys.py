@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -20,3 +21,5 @@ DATABASE_URL = web.AppKey("database_url", str)
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 TOKEN_VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("token_verifier")
+WORKER_INDEX = web.AppKey("worker_index", int)
+SCRAPE_HOOKS: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("scrape_hooks")

@@ -128,6 +128,7 @@ class Settings:
     webhook_handlers_enabled: bool = setting(
         "WEBHOOK_HANDLERS_ENABLED", True, "Kill switch: false records verified events as received, changes nothing"
     )
+    app_source: str = setting("APP_SOURCE", "website", "`app_source` written on bridge events")
     # --- stock ---
     reservation_ttl_seconds: int = setting(
         "RESERVATION_TTL_SECONDS", 1800, "How long checkout stock stays held (Stripe's minimum is 1800)"
@@ -301,6 +302,8 @@ def _production_guards(s: Settings) -> list[str]:
         problems.append("JWT_ISSUER and JWT_AUDIENCE: required in production")
     if not s.jwt_secret and not s.jwt_jwks_url:
         problems.append("JWT_SECRET or JWT_JWKS_URL: a key source is required in production")
+    if s.jwt_jwks_url and not s.jwt_jwks_url.startswith("https://"):
+        problems.append("JWT_JWKS_URL: must be an https:// URL in production")
     if not s.auth_cookie_secure:
         problems.append("AUTH_COOKIE_SECURE: the refresh cookie must be Secure in production")
     if s.debug:

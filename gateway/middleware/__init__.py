@@ -1,4 +1,8 @@
-"""The middleware stack. Its order is set here and nowhere else (outside in)."""
+"""The middleware stack. Its order is set here and nowhere else (outside in).
+
+Security headers are not in this list: they are added by an `on_response_prepare` signal
+(`security_headers.install`) so that the answers built by the outermost error mapper carry them too.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from gateway.middleware.cors import cors_preflight_middleware
 from gateway.middleware.errors import error_middleware
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.middleware.request_id import request_id_middleware
-from gateway.middleware.security_headers import security_headers_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
 from gateway.settings import Settings
 
@@ -21,7 +24,6 @@ def build_middlewares(settings: Settings) -> list[Middleware]:
         request_id_middleware(settings),
         error_middleware(settings),
         access_middleware(settings),
-        security_headers_middleware(settings),
         trusted_hosts_middleware(settings),
         cors_preflight_middleware(),
         rate_limit_middleware(),

@@ -1,0 +1,144 @@
+"""Order rows: find and lock, create from a Stripe Checkout Session, move status, record payments and refunds."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+LOCK_ORDER = """
+SELECT id::text, user_id, status, amount_total, amount_refunded, currency, stripe_checkout_session_id,
+       stripe_payment_intent_id, stripe_charge_id, stripe_customer_id, paid_at
+FROM orders
+WHERE id = $1::uuid
+   OR stripe_checkout_session_id = $2
+   OR stripe_payment_intent_id = $3
+   OR stripe_charge_id = $4
+ORDER BY (id = $1::uuid) DESC NULLS LAST
+LIMIT 1
+FOR UPDATE
+"""
+
+# A Checkout Session we did not create (Payment Link, dashboard): the order is made from the session itself.
+CREATE_ORDER_FROM_SESSION = """
+INSERT INTO orders (user_id, amount_total, currency, stripe_checkout_session_id, stripe_customer_id)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (stripe_checkout_session_id) DO NOTHING
+"""
+
+UPDATE_ORDER = """
+UPDATE orders SET
+    status = $2,
+    status_reason = CASE WHEN status = $2 THEN coalesce($3, status_reason) ELSE $3 END,
+    amount_total = CASE WHEN amount_total = 0 THEN coalesce($4, 0) ELSE amount_total END,
+    currency = coalesce(currency, $5),
+    stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $6),
+    stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $7),
+    stripe_charge_id = coalesce(stripe_charge_id, $8),
+    stripe_customer_id = coalesce(stripe_customer_id, $9),
+    paid_at = CASE WHEN $2 = 'paid' THEN coalesce(paid_at, $10) ELSE paid_at END,
+    amount_refunded = greatest(amount_refunded, $11),
+    updated_at = now()
+WHERE id = $1::uuid
+"""
+
+UPSERT_PAYMENT = """
+INSERT INTO payments (order_id, stripe_payment_intent_id, stripe_charge_id, amount, currency, status)
+VALUES ($1::uuid, $2, $3, $4, $5, $6)
+ON CONFLICT (stripe_payment_intent_id) DO UPDATE SET
+    stripe_charge_id = coalesce(payments.stripe_charge_id, EXCLUDED.stripe_charge_id),
+    status = CASE WHEN payments.status = 'succeeded' THEN payments.status ELSE EXCLUDED.status END,
+    updated_at = now()
+"""
+
+# Refund statuses only move forward: pending/requires_action -> succeeded | failed | canceled.
+UPSERT_REFUND = """
+INSERT INTO refunds (stripe_refund_id, order_id, stripe_charge_id, amount, currency, status)
+VALUES ($1, $2::uuid, $3, $4, $5, $6)
+ON CONFLICT (stripe_refund_id) DO UPDATE SET
+    status = EXCLUDED.status,
+    amount = EXCLUDED.amount,
+    updated_at = now()
+WHERE refunds.status IN ('pending', 'requires_action')
+"""
+
+SUM_SUCCEEDED_REFUNDS = """
+SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_id = $1::uuid AND status = 'succeeded'
+"""
+
+INSERT_DISPUTE = """
+INSERT INTO disputes (stripe_dispute_id, order_id, stripe_charge_id, amount, currency, reason, status)
+VALUES ($1, $2::uuid, $3, $4, $5, $6, $7)
+ON CONFLICT (stripe_dispute_id) DO NOTHING
+"""
+
+
+@dataclass(slots=True)
+class Order:
+    id: str
+    user_id: str | None
+    status: str
+    amount_total: int
+    amount_refunded: int
+    currency: str | None
+    stripe_checkout_session_id: str | None
+    stripe_payment_intent_id: str | None
+    stripe_charge_id: str | None
+    stripe_customer_id: str | None
+    paid_at: datetime | None
+
+
+@dataclass(slots=True)
+class OrderKeys:
+    """Every id by which an event may point at an order."""
+
+    order_id: str | None = None
+    checkout_session_id: str | None = None
+    payment_intent_id: str | None = None
+    charge_id: str | None = None
+
+
+def valid_uuid(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+async def lock_order(con: asyncpg.Connection, keys: OrderKeys) -> Order | None:
+    """Find the order an event is about and lock its row for the rest of the transaction.
+
+    Every handler locks the order row first (and products only after it, in id order), so two events about
+    one order are serialised and cannot deadlock.
+    """
+    order_id = valid_uuid(keys.order_id)
+    if not any((order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)):
+        return None
+    row = await con.fetchrow(LOCK_ORDER, order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)
+    return Order(**dict(row)) if row else None
+
+
+@dataclass(slots=True)
+class OrderChange:
+    status: str
+    reason: str | None = None
+    amount_total: int | None = None
+    currency: str | None = None
+    checkout_session_id: str | None = None
+    payment_intent_id: str | None = None
+    charge_id: str | None = None
+    customer_id: str | None = None
+    paid_at: datetime | None = None
+    amount_refunded: int = 0
+
+
+async def apply_change(con: asyncpg.Connection, order: Order, change: OrderChange) -> None:
+    await con.execute(
+        UPDATE_ORDER, order.id, change.status, change.reason, change.amount_total, change.currency,
+        change.checkout_session_id, change.payment_intent_id, change.charge_id, change.customer_id,
+        change.paid_at, change.amount_refunded,
+    )

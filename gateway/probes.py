@@ -1,0 +1,47 @@
+"""Kubernetes probes: /health (the process answers) and /ready (database reachable, migrations current, not
+draining)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from gateway import keys, metrics
+from gateway.db.errors import UNAVAILABLE_ERRORS
+from gateway.db.migrate import SELECT_CURRENT_VERSION
+from gateway.errors import ServiceUnavailable
+from gateway.routing import route_options
+
+PROBE = {"rate_limit": None, "cors": False}
+
+
+@route_options(**PROBE)
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@route_options(**PROBE)
+async def ready(request: web.Request) -> web.Response:
+    app = request.app
+    lifecycle = app[keys.LIFECYCLE]
+    reasons: list[str] = []
+    if lifecycle.draining:
+        reasons.append("draining")
+    else:
+        timeout = app[keys.SETTINGS].ready_db_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                async with app[keys.DB_POOL].acquire() as con:
+                    version = await con.fetchval(SELECT_CURRENT_VERSION)
+            if version < lifecycle.expected_migration:
+                reasons.append(f"migrations pending (database at {version}, code needs {lifecycle.expected_migration})")
+        except asyncpg.UndefinedTableError:
+            reasons.append("migrations pending (no schema_migrations table)")
+        except UNAVAILABLE_ERRORS:
+            reasons.append("database unreachable")
+    metrics.READY.set(0 if reasons else 1)
+    if reasons:
+        raise ServiceUnavailable("Not ready", code="not_ready", details={"reasons": reasons})
+    return web.json_response({"status": "ready"})

@@ -1,0 +1,107 @@
+"""`gateway serve`: run the app, drain on SIGTERM, optionally in several processes sharing the port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from gateway import keys, metrics
+from gateway.app import create_app
+from gateway.db.migrate import migrate
+from gateway.db.pool import connect
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.server")
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from gateway.db.embedded import start_embedded
+
+    url = start_embedded(settings.data_dir)
+    print(f"embedded PostgreSQL: {url}", file=sys.stderr, flush=True)
+    return url
+
+
+async def apply_migrations(url: str) -> None:
+    con = await connect(url)
+    try:
+        applied = await migrate(con)
+    finally:
+        await con.close()
+    for migration in applied:
+        log.info("migration applied", extra={"migration": f"{migration.version:04d}_{migration.name}"})
+
+
+async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT, then: /ready turns 503, keep serving for the drain period, stop accepting,
+    let in-flight requests finish (shutdown timeout), close resources."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds,
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+    await site.start()
+    metrics.READY.set(1)
+    log.info("gateway listening", extra={"host": settings.host, "port": settings.port})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    app[keys.LIFECYCLE].start_draining()
+    metrics.READY.set(0)
+    log.info("shutdown: draining", extra={"seconds": settings.shutdown_drain_seconds})
+    await asyncio.sleep(settings.shutdown_drain_seconds)
+    log.info("shutdown: closing listener, finishing in-flight requests")
+    await runner.cleanup()
+    log.info("shutdown complete")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.install()
+
+
+def serve(settings: Settings) -> None:
+    url = resolve_database_url(settings)
+    asyncio.run(apply_migrations(url))
+    if settings.workers == 1:
+        _install_uvloop()
+        asyncio.run(run_app(create_app(settings, database_url=url), settings))
+        return
+    children: list[int] = []
+    for index in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:  # worker
+            _install_uvloop()
+            asyncio.run(run_app(create_app(settings, database_url=url, worker_index=index), settings,
+                                reuse_port=True))
+            os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    if status:
+        raise SystemExit(status)

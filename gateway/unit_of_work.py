@@ -1,0 +1,91 @@
+"""A unit of work: the audit rows and bridge (outbox) events a business change produces, written in the same
+transaction as the change.
+
+Business code records what happened (`unit.audit(...)`, `unit.publish(...)`); `flush()` writes everything in one
+statement, and announces new bridge events with NOTIFY (delivered by PostgreSQL only when the transaction commits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+BRIDGE_CHANNEL = "bridge_events"
+BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
+
+FLUSH = """
+WITH audit AS (
+    INSERT INTO audit_log (actor, action, subject_type, subject_id, order_id, stripe_event_id, request_id, details)
+    SELECT $1, a.action, a.subject_type, a.subject_id, a.order_id, $2, $3, a.details
+    FROM unnest($4::text[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[])
+         AS a(action, subject_type, subject_id, order_id, details)
+), bridge AS (
+    INSERT INTO bridge_events (event_type, user_id, app_source, payload, metadata, source_event_id)
+    SELECT b.event_type, b.user_id, $9, b.payload, $10, $2
+    FROM unnest($11::text[], $12::text[], $13::jsonb[]) AS b(event_type, user_id, payload)
+    ON CONFLICT (source_event_id, event_type) DO NOTHING
+    RETURNING id, event_type
+)
+SELECT count(pg_notify($14, bridge.id::text || ':' || bridge.event_type)) FROM bridge
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    action: str
+    subject_type: str
+    subject_id: str
+    order_id: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeEvent:
+    event_type: str
+    user_id: str | None
+    payload: dict[str, Any]
+
+
+@dataclass
+class UnitOfWork:
+    con: asyncpg.Connection
+    actor: str
+    source_event_id: str  # the Stripe event id, or a synthetic id for changes not caused by an event
+    request_id: str | None
+    app_source: str = "website"
+    audits: list[AuditEntry] = field(default_factory=list)
+    events: list[BridgeEvent] = field(default_factory=list)
+
+    def audit(self, action: str, subject_type: str, subject_id: str, *, order_id: str | None = None,
+              **details: Any) -> None:
+        self.audits.append(AuditEntry(action, subject_type, subject_id, order_id, details))
+
+    def publish(self, event_type: str, user_id: str | None, payload: dict[str, Any]) -> None:
+        self.events.append(BridgeEvent(event_type, user_id, {**payload, "source": "stripe"}))
+
+    async def flush(self) -> int:
+        """Write the collected rows; return how many bridge events were new."""
+        if not self.audits and not self.events:
+            return 0
+        published: int = await self.con.fetchval(
+            FLUSH,
+            self.actor,
+            self.source_event_id,
+            self.request_id,
+            [a.action for a in self.audits],
+            [a.subject_type for a in self.audits],
+            [a.subject_id for a in self.audits],
+            [a.order_id for a in self.audits],
+            [a.details for a in self.audits],
+            self.app_source,
+            BRIDGE_METADATA,
+            [e.event_type for e in self.events],
+            [e.user_id for e in self.events],
+            [e.payload for e in self.events],
+            BRIDGE_CHANNEL,
+        )
+        self.audits.clear()
+        self.events.clear()
+        return published

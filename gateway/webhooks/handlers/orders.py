@@ -1,0 +1,305 @@
+"""One-time payments: checkout sessions, payment intents, refunds and disputes move orders and their stock.
+
+Every handler locks the order row first (gateway.orders.queries.lock_order), decides with the state machine
+(gateway.orders.transitions), then writes the order, its stock, its payment rows, audit rows and bridge events in
+the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from gateway import stock
+from gateway import stripe_payload as sp
+from gateway.orders import transitions as t
+from gateway.orders.queries import (
+    CREATE_ORDER_FROM_SESSION,
+    INSERT_DISPUTE,
+    SUM_SUCCEEDED_REFUNDS,
+    UPSERT_PAYMENT,
+    UPSERT_REFUND,
+    Order,
+    OrderChange,
+    OrderKeys,
+    apply_change,
+    lock_order,
+)
+from gateway.unit_of_work import UnitOfWork
+from gateway.webhooks.envelope import StripeEvent
+from gateway.webhooks.handlers.base import Handler, Outcome
+
+log = logging.getLogger("gateway.webhooks.orders")
+
+BRIDGE_TYPES = {
+    t.PAID: "ORDER_PAID",
+    t.FAILED: "ORDER_PAYMENT_FAILED",
+    t.EXPIRED: "ORDER_EXPIRED",
+    t.CANCELED: "ORDER_CANCELED",
+    t.REFUNDED: "ORDER_REFUNDED",
+    t.PARTIALLY_REFUNDED: "ORDER_REFUNDED",
+    t.DISPUTED: "ORDER_DISPUTED",
+}
+
+
+def _keys(event: StripeEvent) -> OrderKeys:
+    ids = sp.related_ids(event.type, event.object)
+    return OrderKeys(ids.order_id, ids.checkout_session_id, ids.payment_intent_id, ids.charge_id)
+
+
+def _created(event: StripeEvent) -> datetime:
+    return datetime.fromtimestamp(event.created, UTC)
+
+
+def _unknown(event: StripeEvent) -> Outcome:
+    return Outcome("ignored", f"no order matches this {sp.object_type(event.type, event.object) or 'object'}")
+
+
+async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change: OrderChange) -> Outcome:
+    """Move `order` to `change.status` if the state machine allows it, with its stock and bridge event."""
+    target = change.status
+    if order.status == target:
+        await apply_change(unit.con, order, change)  # may still add ids the order did not know yet
+        return Outcome("processed", f"order already {target}", order.id)
+    if not t.can_move(order.status, target):
+        return Outcome("stale", f"order is {order.status}; {event.type} cannot move it to {target}", order.id)
+
+    await apply_change(unit.con, order, change)
+    if target == t.PAID:
+        result = await stock.commit_for_order(unit.con, order.id)
+        if result.oversold:
+            log.warning("stock oversold on a late payment", extra={"orderId": order.id, "status": target})
+            unit.audit("stock.oversold", "order", order.id, order_id=order.id, products=result.oversold)
+    elif target in t.RELEASING:
+        await stock.release_for_order(unit.con, order.id, f"order_{target}")
+    unit.audit(f"order.{target}", "order", order.id, order_id=order.id, previous=order.status,
+               reason=change.reason)
+    _publish(unit, order, change)
+    order.status = target
+    return Outcome("processed", None, order.id)
+
+
+def _publish(unit: UnitOfWork, order: Order, change: OrderChange) -> None:
+    unit.publish(
+        BRIDGE_TYPES[change.status],
+        order.user_id,
+        {
+            "order_id": order.id,
+            "status": change.status,
+            "amount": order.amount_total or change.amount_total or 0,
+            "amount_refunded": max(order.amount_refunded, change.amount_refunded),
+            "currency": order.currency or change.currency,
+            "session_id": order.stripe_checkout_session_id or change.checkout_session_id,
+            "payment_intent_id": order.stripe_payment_intent_id or change.payment_intent_id,
+            "customer_id": order.stripe_customer_id or change.customer_id,
+        },
+    )
+
+
+# ------------------------------------------------------------------ checkout sessions
+
+
+async def _order_for_session(unit: UnitOfWork, event: StripeEvent, *, create: bool) -> Order | None:
+    order = await lock_order(unit.con, _keys(event))
+    session = event.object
+    if order is None and create and sp.order_id_of(session) is None:
+        # Payment Link or dashboard checkout: no order of ours, build it from the session.
+        ids = sp.checkout_session_ids(session)
+        await unit.con.execute(
+            CREATE_ORDER_FROM_SESSION, sp.user_id_of(session), sp.session_amount_total(session) or 0,
+            sp.currency_of(session), ids.session_id, ids.customer_id,
+        )
+        order = await lock_order(unit.con, _keys(event))
+        if order is not None:
+            unit.audit("order.created", "order", order.id, order_id=order.id, source="checkout_session")
+    return order
+
+
+def _session_change(event: StripeEvent, status: str, reason: str | None = None) -> OrderChange:
+    session = event.object
+    ids = sp.checkout_session_ids(session)
+    return OrderChange(
+        status=status,
+        reason=reason,
+        amount_total=sp.session_amount_total(session),
+        currency=sp.currency_of(session),
+        checkout_session_id=ids.session_id,
+        payment_intent_id=ids.payment_intent_id,
+        customer_id=ids.customer_id,
+        paid_at=_created(event) if status == t.PAID else None,
+    )
+
+
+async def checkout_session_completed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    if sp.session_mode(event.object) == "subscription":
+        return Outcome("ignored", "subscription checkout: no order")
+    order = await _order_for_session(unit, event, create=True)
+    if order is None:
+        return _unknown(event)
+    if not sp.session_is_paid(event.object):
+        # Delayed payment methods: the money comes with checkout.session.async_payment_succeeded.
+        change = _session_change(event, order.status, "awaiting asynchronous payment")
+        await apply_change(unit.con, order, change)
+        return Outcome("processed", "awaiting asynchronous payment", order.id)
+    return await _transition(unit, event, order, _session_change(event, t.PAID))
+
+
+async def checkout_session_async_payment_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    order = await _order_for_session(unit, event, create=True)
+    if order is None:
+        return _unknown(event)
+    return await _transition(unit, event, order, _session_change(event, t.PAID))
+
+
+async def checkout_session_async_payment_failed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    order = await _order_for_session(unit, event, create=False)
+    if order is None:
+        return _unknown(event)
+    return await _transition(unit, event, order, _session_change(event, t.FAILED, "async_payment_failed"))
+
+
+async def checkout_session_expired(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    order = await _order_for_session(unit, event, create=False)
+    if order is None:
+        return _unknown(event)
+    return await _transition(unit, event, order, _session_change(event, t.EXPIRED, "checkout_session_expired"))
+
+
+# ------------------------------------------------------------------ payment intents
+
+
+def _intent_change(event: StripeEvent, status: str, reason: str | None = None) -> OrderChange:
+    pi = event.object
+    return OrderChange(
+        status=status,
+        reason=reason,
+        amount_total=sp.payment_intent_amount(pi),
+        currency=sp.currency_of(pi),
+        payment_intent_id=sp.object_id(pi),
+        charge_id=sp.payment_intent_latest_charge(pi),
+        customer_id=sp.customer_id(pi),
+        paid_at=_created(event) if status == t.PAID else None,
+    )
+
+
+async def _record_payment(unit: UnitOfWork, order: Order, event: StripeEvent, status: str) -> None:
+    pi = event.object
+    await unit.con.execute(
+        UPSERT_PAYMENT, order.id, sp.object_id(pi), sp.payment_intent_latest_charge(pi),
+        sp.payment_intent_amount(pi) or 0, sp.currency_of(pi) or order.currency or "", status,
+    )
+
+
+async def payment_intent_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    order = await lock_order(unit.con, _keys(event))
+    if order is None:
+        return _unknown(event)
+    await _record_payment(unit, order, event, "succeeded")
+    return await _transition(unit, event, order, _intent_change(event, t.PAID))
+
+
+async def payment_intent_payment_failed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    order = await lock_order(unit.con, _keys(event))
+    if order is None:
+        return _unknown(event)
+    await _record_payment(unit, order, event, "failed")
+    code, _message = sp.payment_intent_failure(event.object)
+    return await _transition(unit, event, order, _intent_change(event, t.FAILED, code or "payment_failed"))
+
+
+async def payment_intent_canceled(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    order = await lock_order(unit.con, _keys(event))
+    if order is None:
+        return _unknown(event)
+    await _record_payment(unit, order, event, "canceled")
+    reason = sp.payment_intent_cancellation_reason(event.object) or "payment_intent_canceled"
+    return await _transition(unit, event, order, _intent_change(event, t.CANCELED, reason))
+
+
+# ------------------------------------------------------------------ refunds and disputes
+
+
+async def _ensure_paid(unit: UnitOfWork, event: StripeEvent, order: Order, charge_id: str | None) -> None:
+    """A refund or dispute proves the payment happened: if its payment event has not arrived yet, the order is
+    paid now, so events converge whatever order Stripe delivers them in."""
+    if order.status in t.SETTLED:
+        return
+    change = OrderChange(status=t.PAID, reason=f"payment implied by {event.type}", charge_id=charge_id,
+                         payment_intent_id=sp.related_ids(event.type, event.object).payment_intent_id,
+                         paid_at=_created(event))
+    await _transition(unit, event, order, change)
+
+
+async def _apply_refunded_amount(unit: UnitOfWork, event: StripeEvent, order: Order, refunded: int,
+                                 charge_amount: int | None) -> Outcome:
+    total = order.amount_total or charge_amount or 0
+    refunded = max(order.amount_refunded, refunded)
+    if refunded == order.amount_refunded:
+        return Outcome("processed", "refunded amount unchanged", order.id)
+    status = t.status_after_refund(order.status, total, refunded)
+    change = OrderChange(status=status, amount_refunded=refunded, amount_total=total)
+    if status != order.status and not t.can_move(order.status, status):
+        return Outcome("stale", f"order is {order.status}; cannot become {status}", order.id)
+    await apply_change(unit.con, order, change)
+    unit.audit("order.refund_applied", "order", order.id, order_id=order.id, previous=order.status,
+               status=status, amount_refunded=refunded)
+    _publish(unit, order, change)
+    return Outcome("processed", None, order.id)
+
+
+async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    charge = event.object
+    order = await lock_order(unit.con, _keys(event))
+    if order is None:
+        return _unknown(event)
+    await _ensure_paid(unit, event, order, sp.object_id(charge))
+    return await _apply_refunded_amount(unit, event, order, sp.charge_amount_refunded(charge),
+                                        sp.charge_amount(charge))
+
+
+async def refund_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    refund = event.object
+    order = await lock_order(unit.con, _keys(event))
+    if order is None:
+        return _unknown(event)
+    refund_id = sp.object_id(refund)
+    status = sp.refund_status(refund) or "pending"
+    await unit.con.execute(
+        UPSERT_REFUND, refund_id, order.id, sp.refund_charge(refund), sp.refund_amount(refund) or 0,
+        sp.currency_of(refund) or order.currency or "", status,
+    )
+    if status != "succeeded":
+        return Outcome("processed", f"refund recorded ({status})", order.id)
+    await _ensure_paid(unit, event, order, sp.refund_charge(refund))
+    succeeded: int = await unit.con.fetchval(SUM_SUCCEEDED_REFUNDS, order.id)
+    return await _apply_refunded_amount(unit, event, order, succeeded, None)
+
+
+async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    dispute = event.object
+    order = await lock_order(unit.con, _keys(event))
+    if order is None:
+        return _unknown(event)
+    await unit.con.execute(
+        INSERT_DISPUTE, sp.object_id(dispute), order.id, sp.dispute_charge(dispute), sp.dispute_amount(dispute) or 0,
+        sp.currency_of(dispute) or order.currency or "", sp.dispute_reason(dispute),
+        sp.dispute_status(dispute) or "needs_response",
+    )
+    await _ensure_paid(unit, event, order, sp.dispute_charge(dispute))
+    change = OrderChange(status=t.DISPUTED, reason=sp.dispute_reason(dispute))
+    return await _transition(unit, event, order, change)
+
+
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": checkout_session_completed,
+    "checkout.session.async_payment_succeeded": checkout_session_async_payment_succeeded,
+    "checkout.session.async_payment_failed": checkout_session_async_payment_failed,
+    "checkout.session.expired": checkout_session_expired,
+    "payment_intent.succeeded": payment_intent_succeeded,
+    "payment_intent.payment_failed": payment_intent_payment_failed,
+    "payment_intent.canceled": payment_intent_canceled,
+    "charge.refunded": charge_refunded,
+    "refund.created": refund_changed,
+    "refund.updated": refund_changed,
+    "charge.dispute.created": charge_dispute_created,
+}
