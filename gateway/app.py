@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,22 +11,37 @@ from gateway import keys, metrics, probes
 from gateway.accounts import routes as accounts_routes
 from gateway.auth.tokens import token_verifier_ctx
 from gateway.bridge import routes as bridge_routes
+from gateway.bridge.boot import bridge_ctx
+from gateway.bridge.relay import relay_ctx
+from gateway.catalog import routes as catalog_routes
 from gateway.checkout import routes as checkout_routes
+from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.migrate import latest_version
 from gateway.db.pool import create_pool
 from gateway.lifecycle import Lifecycle
 from gateway.metrics_listener import metrics_listener_ctx
 from gateway.middleware import build_middlewares, security_headers
 from gateway.middleware.cors import setup_cors
+from gateway.notifications.order_emails import order_emails_ctx
+from gateway.openapi import routes as openapi_routes
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.settings import Settings
+from gateway.stripe_client import stripe_client_ctx
+from gateway.support.reservations import sweep_expired
 from gateway.webhooks.view import stripe_webhook
 
 VERSION = "0.1.0"
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = await create_pool(app[keys.SETTINGS], app[keys.DATABASE_URL])
+    try:
+        pool = await create_pool(app[keys.SETTINGS], app[keys.DATABASE_URL])
+    except UNAVAILABLE_ERRORS as exc:
+        # Start anyway: /health answers, /ready says "database unreachable", the pool connects when it is back.
+        logging.getLogger("gateway.db").warning(
+            "database unreachable at startup", extra={"code": "database_unavailable", "reason": type(exc).__name__}
+        )
+        pool = await create_pool(app[keys.SETTINGS], app[keys.DATABASE_URL], min_size=0)
     app[keys.DB_POOL] = pool
     yield
     await pool.close()
@@ -33,6 +49,10 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     lifecycle = app[keys.LIFECYCLE]
+    pool = app[keys.DB_POOL]
+    # Expired stock reservations whose webhook never came; safe from several replicas at once (SKIP LOCKED).
+    lifecycle.every("reservation_sweeper", app[keys.SETTINGS].reservation_sweep_interval_seconds,
+                    lambda: sweep_expired(pool))
     yield
     await lifecycle.stop_tasks()
 
@@ -49,13 +69,19 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     metrics.BUILD_INFO.info({"version": VERSION, "app_env": settings.app_env})
 
     app.cleanup_ctx.extend(
-        [database_ctx, rate_limiter_ctx, token_verifier_ctx, lifecycle_ctx, metrics_listener_ctx]
+        [database_ctx, stripe_client_ctx, rate_limiter_ctx, token_verifier_ctx, lifecycle_ctx,
+         metrics_listener_ctx]
     )
+    app.cleanup_ctx.append(bridge_ctx)  # schema registry + PLANS_FILE checked at boot
+    app.cleanup_ctx.append(relay_ctx)  # EVENT_BRIDGE_DATABASE_URL set: relay outbox -> external bridge
+    app.cleanup_ctx.append(order_emails_ctx)  # SMTP_URL set: ORDER_PAID -> confirmation e-mail
 
     app.router.add_get("/health", probes.health, name="health")
     app.router.add_get("/ready", probes.ready, name="ready")
     app.router.add_post(settings.stripe_webhook_path, stripe_webhook, name="stripe_webhook")
     checkout_routes.register(app)
+    catalog_routes.register(app)
+    openapi_routes.register(app)
     accounts_routes.register(app)
     bridge_routes.register(app)
 

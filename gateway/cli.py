@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.support import commands as support_commands
 
     support_commands.register(sub)
+    from gateway.accounts import commands as accounts_commands
+    from gateway.catalog import commands as catalog_commands
+
+    catalog_commands.register(sub)
+    accounts_commands.register(sub)
     return parser
 
 

@@ -24,6 +24,8 @@ def _is_trusted(ip: str, trusted: Sequence[IPNetwork]) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # a dual-stack listener's IPv4 peer
+        address = address.ipv4_mapped
     return any(address in net for net in trusted)
 
 

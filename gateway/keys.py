@@ -11,6 +11,9 @@ from aiohttp import web
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
+    from stripe import StripeClient
+
+    from gateway.accounts.tokens import AccessTokenIssuer
     from gateway.auth.tokens import TokenVerifier
     from gateway.lifecycle import Lifecycle
     from gateway.ratelimit.limiter import RateLimiter
@@ -23,3 +26,5 @@ RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 TOKEN_VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("token_verifier")
 WORKER_INDEX = web.AppKey("worker_index", int)
 SCRAPE_HOOKS: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("scrape_hooks")
+STRIPE_CLIENT: web.AppKey[StripeClient] = web.AppKey("stripe_client")
+ACCESS_TOKENS: web.AppKey[AccessTokenIssuer] = web.AppKey("access_tokens")  # local accounts only

@@ -31,13 +31,27 @@ _DENIED_KEY_PARTS = (
     "payload",
 )
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_KEY_RE = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+")
-_BEARER_RE = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
+_KEY_RE = re.compile(
+    r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+"
+    r"|\bv[01]=[0-9a-fA-F]{64}"  # a Stripe-Signature scheme value
+)
+_BEARER_RE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# `Authorization: ...`, `Cookie: a=1; b=2`: the whole rest of the header line goes.
+_HEADER_RE = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|set-cookie|cookie|stripe-signature)([\"']?\s*[:=]\s*[\"']?)([^\r\n\"']+)"
+)
+# `password=...`, `"client_secret": "..."`, `refresh_token: ...`: the value goes, the name stays.
+_ASSIGNMENT_RE = re.compile(
+    r"(?i)\b([\w-]*(?:password|passwd|secret|token|api[_-]?key)[\w-]*)([\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]+)"
+)
 REDACTED = "[redacted]"
 
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys() | {"message", "asctime", "taskName"}
 )
+# Fields the formatter writes itself: neither `extra` nor bound fields may replace them.
+_RESERVED_FIELDS = frozenset({"time", "level", "logger", "message", "requestId", "exception"})
+_PLAIN_TYPES = (int, float, bool, type(None))
 
 
 def _denied(key: str) -> bool:
@@ -45,41 +59,59 @@ def _denied(key: str) -> bool:
     return any(part in normalized for part in _DENIED_KEY_PARTS)
 
 
+def _scrub_named(match: re.Match[str]) -> str:
+    return match[1] + match[2] + REDACTED
+
+
 def scrub_text(text: str) -> str:
-    text = _EMAIL_RE.sub(REDACTED, text)
-    text = _BEARER_RE.sub("Bearer " + REDACTED, text)
+    if "@" in text:
+        text = _EMAIL_RE.sub(REDACTED, text)
+    text = _HEADER_RE.sub(_scrub_named, text)
+    text = _BEARER_RE.sub(lambda m: m[1] + " " + REDACTED, text)
+    text = _ASSIGNMENT_RE.sub(_scrub_named, text)
     return _KEY_RE.sub(REDACTED, text)
 
 
 def redact(value: Any) -> Any:
-    """Remove denied keys and scrub strings, recursively."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if _denied(str(k)) else redact(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+    """Remove denied keys and scrub strings, recursively. Anything that is not JSON already (bytes, exceptions,
+    objects) is turned into its text first, so nothing reaches the line unscrubbed."""
     if isinstance(value, str):
         return scrub_text(value)
-    return value
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, dict):
+        return {
+            scrub_text(str(k)): (REDACTED if _denied(str(k)) else redact(v)) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return scrub_text(value.decode("utf-8", "replace"))
+    return scrub_text(str(value))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        ctx = context.current.get()
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "requestId": ctx.request_id if ctx is not None else None,
         }
-        ctx = context.current.get()
         if ctx is not None:
-            entry["requestId"] = ctx.request_id
-            entry.update(ctx.fields)
+            for key, value in ctx.fields.items():
+                if key not in _RESERVED_FIELDS:
+                    entry[key] = value
         for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            if key not in _STANDARD_ATTRS and key not in _RESERVED_FIELDS and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
         entry = redact(entry)
         return orjson.dumps(entry, default=str).decode()
 

@@ -59,3 +59,28 @@ OUTBOX_BACKLOG = Gauge("bridge_outbox_backlog", "Bridge events not yet relayed")
 RESERVATIONS_RELEASED = Counter(
     "stock_reservations_released_total", "Stock reservations released, by reason", ["reason"]
 )
+
+# --- subscriptions, event bridge, relay, order e-mails (issue 4) ---
+BRIDGE_EVENTS_PUBLISHED = Counter(
+    "bridge_events_published_total", "Bridge events written to the outbox, by event type", ["type"]
+)
+SUBSCRIPTION_UNRESOLVED_USERS = Counter(
+    "subscription_events_unresolved_user_total",
+    "Subscription events applied and published with user_id null (no user found), by Stripe event type",
+    ["type"],
+)
+SUBSCRIPTION_UNKNOWN_PRICES = Counter(
+    "subscription_unknown_price_total", "Subscription prices missing from PLANS_FILE (plan `unknown`)"
+)
+BRIDGE_RELAY_LAG_SECONDS = Gauge(
+    "bridge_relay_lag_seconds", "Age of the oldest bridge event not yet copied to the external bridge (0: none)"
+)
+BRIDGE_RELAYED = Counter("bridge_relay_events_total", "Bridge events copied to the external bridge database")
+BRIDGE_RELAY_ERRORS = Counter(
+    "bridge_relay_errors_total", "Failed relay rounds, by side (source, target)", ["side"]
+)
+EMAILS_SENT = Counter("emails_sent_total", "E-mails accepted by the SMTP server, by kind", ["kind"])
+EMAILS_FAILED = Counter(
+    "emails_failed_total", "Failed e-mail attempts, by kind and outcome (retry, gave_up, no_recipient)",
+    ["kind", "outcome"],
+)

@@ -41,6 +41,8 @@ async def ready(request: web.Request) -> web.Response:
             reasons.append("migrations pending (no schema_migrations table)")
         except UNAVAILABLE_ERRORS:
             reasons.append("database unreachable")
+        except asyncpg.PostgresError as exc:  # wrong database, permissions ...: not ready either, never a 500
+            reasons.append(f"database error ({type(exc).__name__})")
     metrics.READY.set(0 if reasons else 1)
     if reasons:
         raise ServiceUnavailable("Not ready", code="not_ready", details={"reasons": reasons})

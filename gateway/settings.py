@@ -138,6 +138,61 @@ class Settings:
     )
     # --- local accounts ---
     auth_cookie_secure: bool = setting("AUTH_COOKIE_SECURE", True, "Secure flag of the refresh cookie")
+    # --- checkout API and local accounts ---
+    checkout_success_url: str = setting(
+        "CHECKOUT_SUCCESS_URL", "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}",
+        "Default Stripe Checkout success_url (a body's success_url must be on CORS_ORIGINS or this origin)",
+    )
+    checkout_cancel_url: str = setting(
+        "CHECKOUT_CANCEL_URL", "http://localhost:3000/cart", "Default Stripe Checkout cancel_url (same rule)"
+    )
+    stripe_timeout_seconds: float = setting(
+        "STRIPE_TIMEOUT_SECONDS", 10.0, "Seconds a Stripe API call may take before checkout gives up (502)"
+    )
+    auth_local_enabled: bool = setting(
+        "AUTH_LOCAL_ENABLED", False, "Local accounts: /v1/auth/login, /refresh, /logout and `gateway users`"
+    )
+    auth_local_jwt_secret: str | None = setting(
+        "AUTH_LOCAL_JWT_SECRET", None, "HS256 key of the gateway's tokens (>= 32 bytes; unset: JWT_SECRET)",
+        secret=True,
+    )
+    auth_local_issuer: str = setting("AUTH_LOCAL_ISSUER", "stripe-gateway", "`iss` of the gateway's JWTs")
+    auth_local_audience: str = setting("AUTH_LOCAL_AUDIENCE", "stripe-gateway", "`aud` of the gateway's JWTs")
+    auth_access_token_ttl_seconds: int = setting(
+        "AUTH_ACCESS_TOKEN_TTL_SECONDS", 900, "Lifetime of a local access token (JWT)"
+    )
+    auth_refresh_token_ttl_seconds: int = setting(
+        "AUTH_REFRESH_TOKEN_TTL_SECONDS", 1_209_600, "Lifetime of a refresh token; each refresh renews it"
+    )
+    # --- subscriptions, event bridge relay, order e-mails ---
+    plans_file: str = setting(
+        "PLANS_FILE", "config/plans.yaml", "YAML mapping Stripe price_id -> plan_id, validated at boot"
+    )
+    event_bridge_database_url: str | None = setting(
+        "EVENT_BRIDGE_DATABASE_URL", None, "PostgreSQL URL of the external event bridge (e.g. Supabase); unset: no relay",
+        secret=True,
+    )
+    bridge_relay_interval_seconds: float = setting(
+        "BRIDGE_RELAY_INTERVAL_SECONDS", 5.0, "Longest wait between two relay rounds (NOTIFY wakes it sooner)"
+    )
+    bridge_relay_batch_size: int = setting("BRIDGE_RELAY_BATCH_SIZE", 500, "Bridge events copied per relay round")
+    smtp_url: str | None = setting(
+        "SMTP_URL", None, "smtp://[user:pass@]host[:port][?starttls=true] or smtps://...; unset: no order e-mails",
+        secret=True,
+    )
+    smtp_sender: str | None = setting("SMTP_SENDER", None, "From address of order e-mails (required with SMTP_URL)")
+    order_email_subject: str = setting(
+        "ORDER_EMAIL_SUBJECT", "Your order is confirmed", "Subject of the order confirmation e-mail"
+    )
+    order_email_template: str | None = setting(
+        "ORDER_EMAIL_TEMPLATE", None, "Text template file ($order_id, $amount, $currency); unset: built-in text"
+    )
+    email_max_attempts: int = setting(
+        "EMAIL_MAX_ATTEMPTS", 8, "Attempts per e-mail before giving up (exponential backoff between them)"
+    )
+    email_poll_interval_seconds: float = setting(
+        "EMAIL_POLL_INTERVAL_SECONDS", 5.0, "Longest wait between two notifier rounds (NOTIFY wakes it sooner)"
+    )
 
     # ----- derived -----
     @property

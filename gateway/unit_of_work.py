@@ -12,8 +12,15 @@ from typing import Any
 
 import asyncpg
 
+from gateway import metrics
+from gateway.bridge.registry import validate_event
+
 BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
+# Taken (transaction-scoped) before bridge rows are written: bridge ids then follow commit order, so readers and
+# the relay can page with `id > cursor` without ever skipping a row committed late (gateway/bridge/events.py).
+BRIDGE_LOCK_KEY = 0x6272_6964_6765
+LOCK_BRIDGE = "SELECT pg_advisory_xact_lock($1)"
 
 FLUSH = """
 WITH audit AS (
@@ -28,7 +35,9 @@ WITH audit AS (
     ON CONFLICT (source_event_id, event_type) DO NOTHING
     RETURNING id, event_type
 )
-SELECT count(pg_notify($14, bridge.id::text || ':' || bridge.event_type)) FROM bridge
+SELECT count(pg_notify($14, bridge.id::text || ':' || bridge.event_type)) AS published,
+       coalesce(array_agg(bridge.event_type), '{}') AS types
+FROM bridge
 """
 
 
@@ -63,13 +72,17 @@ class UnitOfWork:
         self.audits.append(AuditEntry(action, subject_type, subject_id, order_id, details))
 
     def publish(self, event_type: str, user_id: str | None, payload: dict[str, Any]) -> None:
-        self.events.append(BridgeEvent(event_type, user_id, {**payload, "source": "stripe"}))
+        event = BridgeEvent(event_type, user_id, {**payload, "source": "stripe"})
+        validate_event(event.event_type, event.user_id, event.payload, BRIDGE_METADATA)  # invalid: tx fails
+        self.events.append(event)
 
     async def flush(self) -> int:
         """Write the collected rows; return how many bridge events were new."""
         if not self.audits and not self.events:
             return 0
-        published: int = await self.con.fetchval(
+        if self.events:
+            await self.con.execute(LOCK_BRIDGE, BRIDGE_LOCK_KEY)
+        row = await self.con.fetchrow(
             FLUSH,
             self.actor,
             self.source_event_id,
@@ -88,4 +101,7 @@ class UnitOfWork:
         )
         self.audits.clear()
         self.events.clear()
+        for event_type in row["types"]:
+            metrics.BRIDGE_EVENTS_PUBLISHED.labels(event_type).inc()
+        published: int = row["published"]
         return published

@@ -19,6 +19,9 @@ from gateway.db import migrate as migrations
 from gateway.db.pool import create_pool
 from gateway.settings import Settings, load_settings
 
+# `fake_stripe` fixture: a local fake of Stripe's API (tests never call the real one).
+pytest_plugins = ["tests.fakes.stripe_api"]
+
 TEST_WEBHOOK_SECRET = "whsec_test_" + "a" * 24
 TEST_JWT_SECRET = "test-jwt-secret-" + "x" * 32
 TEST_ISSUER = "https://issuer.test"

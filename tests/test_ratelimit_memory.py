@@ -9,7 +9,13 @@ import pytest
 
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.ratelimit.memory import MemoryStore
-from gateway.ratelimit.policies import Decision, Policy, default_policies, ratelimit_header, retry_after_seconds
+from gateway.ratelimit.policies import (
+    Decision,
+    Policy,
+    default_policies,
+    ratelimit_header,
+    retry_after_seconds,
+)
 from gateway.settings import Settings
 
 FIVE_PER_MINUTE = Policy("test", capacity=5, refill_per_minute=5)  # one token every 12 s
@@ -42,7 +48,7 @@ def test_a_full_bucket_allows_capacity_requests_then_refuses(clock: FakeClock) -
     assert [d.allowed for d in decisions] == [True] * 5 + [False] * 2
     assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0, 0, 0]
     assert decisions[0].retry_after == 0
-    assert decisions[4].retry_after == pytest.approx(12)  # empty now: the next token comes in 12 s
+    assert decisions[4].retry_after == pytest.approx(12)  # empty: the next token in 12 s
     refused = decisions[5]
     assert refused.retry_after == pytest.approx(12)
     assert refused.reset_after == pytest.approx(60)  # five tokens to come back, one every 12 s

@@ -1,9 +1,81 @@
-"""HTTP routes of the checkout area."""
+"""HTTP routes of the checkout area: `POST /v1/checkout/sessions` and the owner's order reads."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import orjson
+import stripe
 from aiohttp import web
+
+from gateway import context, keys
+from gateway.checkout import orders_api, service
+from gateway.checkout.validation import idempotency_key, parse_checkout, read_json_object
+from gateway.errors import ApiError, ServiceUnavailable, Unauthorized
+from gateway.routing import route_options
+
+log = logging.getLogger("gateway.checkout")
+
+
+def _json(body: dict[str, object], *, status: int, headers: dict[str, str]) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json",
+        headers={"Cache-Control": "no-store", **headers},
+    )
+
+
+async def _compensate(request: web.Request, user_id: str, order_id: str, error: ApiError) -> None:
+    async with request.app[keys.DB_POOL].acquire() as con:
+        await service.compensate(con, user_id, order_id, error, context.request_id())
+
+
+@route_options(rate_limit="checkout", auth="user")
+async def create_checkout_session(request: web.Request) -> web.Response:
+    ctx = context.get_context(request)
+    if ctx.user_id is None:  # the auth middleware guarantees it on auth="user" routes
+        raise Unauthorized("Authentication required")
+    user_id = ctx.user_id
+    settings = request.app[keys.SETTINGS]
+    key = idempotency_key(request)
+    req = parse_checkout(await read_json_object(request), settings)
+    client: stripe.StripeClient | None = request.app.get(keys.STRIPE_CLIENT)
+    if client is None:
+        raise ServiceUnavailable("Payments are not configured", code="payments_unavailable")
+
+    async with request.app[keys.DB_POOL].acquire() as con:
+        result = await service.reserve(
+            con, settings, user_id, req, idempotency_key=key, request_id=ctx.request_id
+        )
+    if isinstance(result, service.CheckoutAnswer):
+        context.bind(orderId=result.body.get("order_id"))
+        return _json(result.body, status=201, headers={
+            "Idempotent-Replayed": "true", "Location": f"/v1/orders/{result.body.get('order_id')}",
+        })
+
+    order = result
+    context.bind(orderId=order.order_id)
+    try:
+        session = await service.create_session(client, settings, user_id, req, order)
+    except ApiError as exc:
+        log.warning("checkout session creation failed, order canceled",
+                    extra={"orderId": order.order_id, "code": exc.code})
+        await _compensate(request, user_id, order.order_id, exc)
+        raise
+    except asyncio.CancelledError:
+        # The request was abandoned while Stripe was being asked: do not leave the stock held.
+        aborted = ApiError("Checkout abandoned", code="checkout_abandoned")
+        await asyncio.shield(_compensate(request, user_id, order.order_id, aborted))
+        raise
+
+    body = service.answer_body(order.order_id, session.url, order.expires_at)
+    async with request.app[keys.DB_POOL].acquire() as con:
+        await service.store_session(con, order, session.id, session.url, body)
+    log.info("checkout session created", extra={"orderId": order.order_id, "stripeSessionId": session.id})
+    return _json(body, status=201, headers={"Location": f"/v1/orders/{order.order_id}"})
 
 
 def register(app: web.Application) -> None:
-    return None
+    app.router.add_post("/v1/checkout/sessions", create_checkout_session, name="checkout_sessions")
+    app.router.add_get("/v1/orders", orders_api.list_orders, name="orders")
+    app.router.add_get("/v1/orders/{order_id}", orders_api.get_order, name="order")

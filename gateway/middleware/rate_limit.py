@@ -38,7 +38,7 @@ def rate_limit_middleware() -> Middleware:
         policy_name = options_for(request).rate_limit
         if policy_name is None:
             return await handler(request)
-        limiter = request.app[keys.RATE_LIMITER]
+        limiter = request.config_dict[keys.RATE_LIMITER]  # the app of the route, or a parent app
         policy = limiter.policy(policy_name)
         decision = await limiter.check(policy, await client_for(request, policy))
         if decision is None:  # the store is down and RATE_LIMIT_FAIL_OPEN lets the request through

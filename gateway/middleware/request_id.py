@@ -35,6 +35,9 @@ def request_id_middleware(settings: Settings) -> Middleware:
             response = await handler(request)
             response.headers[context.REQUEST_ID_HEADER] = ctx.request_id
             return response
+        except web.HTTPException as exc:  # redirects (< 400) pass the error mapper as exceptions
+            exc.headers[context.REQUEST_ID_HEADER] = ctx.request_id
+            raise
         finally:
             context.current.reset(token)
 

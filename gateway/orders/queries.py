@@ -38,7 +38,7 @@ UPDATE orders SET
     stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $7),
     stripe_charge_id = coalesce(stripe_charge_id, $8),
     stripe_customer_id = coalesce(stripe_customer_id, $9),
-    paid_at = CASE WHEN $2 = 'paid' THEN coalesce(paid_at, $10) ELSE paid_at END,
+    paid_at = least(paid_at, $10::timestamptz),  -- NULLs ignored: the earliest payment time seen wins
     amount_refunded = greatest(amount_refunded, $11),
     updated_at = now()
 WHERE id = $1::uuid
@@ -65,13 +65,14 @@ WHERE refunds.status IN ('pending', 'requires_action')
 """
 
 SUM_SUCCEEDED_REFUNDS = """
-SELECT coalesce(sum(amount), 0) FROM refunds WHERE order_id = $1::uuid AND status = 'succeeded'
+SELECT coalesce(sum(amount), 0)::bigint FROM refunds WHERE order_id = $1::uuid AND status = 'succeeded'
 """
 
 INSERT_DISPUTE = """
 INSERT INTO disputes (stripe_dispute_id, order_id, stripe_charge_id, amount, currency, reason, status)
 VALUES ($1, $2::uuid, $3, $4, $5, $6, $7)
 ON CONFLICT (stripe_dispute_id) DO NOTHING
+RETURNING true
 """
 
 

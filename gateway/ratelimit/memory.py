@@ -38,12 +38,12 @@ class MemoryStore:
     def take_now(self, key: str, policy: Policy) -> Decision:
         """The synchronous check; nothing awaits in between, so concurrent requests cannot interleave.
 
-        GCRA (see `policies`); the Lua script of the Redis store is the same computation, keep the two in step.
+        GCRA (see `policies`); the Redis store's Lua script is the same computation, keep the two in step.
         """
         buckets = self._buckets
         now = self._clock()
         interval = policy.interval
-        burst = policy.burst
+        burst = policy.burst  # GCRA: a request fits when it leaves the bucket's TAT at most `burst` ahead
         tat = buckets.get(key)
         if tat is None:
             self._make_room(now)
@@ -56,14 +56,7 @@ class MemoryStore:
         if allowed:
             tat += interval
         buckets[key] = tat
-        ahead = tat - now
-        remaining = int((burst - ahead) / interval + EPSILON)
-        retry_after = ahead + interval - burst
-        if remaining < 0:
-            remaining = 0
-        if retry_after < 0:
-            retry_after = 0.0
-        return _new_decision(Decision, (allowed, remaining, retry_after, ahead))
+        return _new_decision(Decision, (allowed, tat - now, policy))
 
     async def take(self, key: str, policy: Policy) -> Decision:
         return self.take_now(key, policy)

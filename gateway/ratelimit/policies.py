@@ -41,16 +41,32 @@ class Policy:
         return max(1, round(self.burst))
 
     def policy_header(self) -> str:
+        """`RateLimit-Policy: "name";q=<capacity>;w=<seconds>` (draft-ietf-httpapi-ratelimit-headers)."""
         return f'"{self.name}";q={self.capacity};w={self.window}'
 
 
 class Decision(NamedTuple):
-    """The answer of a store for one request."""
+    """The answer of a store for one request.
+
+    A store only says whether the request was allowed and when the bucket is full again; what a client is told
+    follows from that and the policy, computed here once for both stores (and only when asked: the in-process
+    store answers every request of the process).
+    """
 
     allowed: bool
-    remaining: int  # whole tokens left after this request
-    retry_after: float  # seconds until the next request would be allowed (0 while tokens remain)
-    reset_after: float  # seconds until the bucket is full again
+    reset_after: float  # seconds until the bucket is full again (its TAT minus now)
+    policy: Policy
+
+    @property
+    def remaining(self) -> int:
+        """Whole tokens left after this request."""
+        policy = self.policy
+        return max(0, int((policy.burst - self.reset_after) / policy.interval + EPSILON))
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the next request would be allowed (0 while tokens remain)."""
+        return max(0.0, self.reset_after + self.policy.interval - self.policy.burst)
 
 
 def retry_after_seconds(decision: Decision) -> int:
@@ -64,11 +80,12 @@ def ratelimit_header(policy: Policy, decision: Decision) -> str:
     A token bucket has no fixed window: `t` is when the bucket is full again, or, once it is empty, when the
     next unit comes back (the Retry-After figure).
     """
-    if decision.remaining == 0:
+    remaining = decision.remaining
+    if remaining == 0:
         seconds = retry_after_seconds(decision)
     else:
         seconds = max(0, math.ceil(decision.reset_after - EPSILON))
-    return f'"{policy.name}";r={decision.remaining};t={seconds}'
+    return f'"{policy.name}";r={remaining};t={seconds}'
 
 
 def default_policies(settings: Settings) -> dict[str, Policy]:

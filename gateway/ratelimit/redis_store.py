@@ -26,7 +26,7 @@ SOCKET_TIMEOUT_SECONDS = 0.25
 DEFAULT_COOLDOWN_SECONDS = 1.0
 
 # KEYS[1] bucket; ARGV[1] interval (us per token), ARGV[2] burst (us to fill an empty bucket).
-# Returns {allowed 0/1, remaining tokens, retry_after us, reset_after us}.
+# Returns {allowed 0/1, us until the bucket is full again}; the same computation as MemoryStore.take_now.
 TAKE_SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
 local clock = redis.call('TIME')
@@ -43,11 +43,7 @@ if tat + interval - now <= burst then
   tat = tat + interval
   redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 end
-local remaining = math.floor((burst - (tat - now)) / interval)
-if remaining < 0 then remaining = 0 end
-local retry_after = tat + interval - burst - now
-if retry_after < 0 then retry_after = 0 end
-return {allowed, remaining, retry_after, tat - now}
+return {allowed, tat - now}
 """
 
 
@@ -95,8 +91,8 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             self._down_until = self._clock() + self._cooldown
             raise StoreUnavailable(type(exc).__name__) from exc
-        allowed, remaining, retry_after, reset_after = (int(v) for v in reply)
-        return Decision(bool(allowed), remaining, retry_after / 1_000_000, reset_after / 1_000_000)
+        allowed, reset_after = reply
+        return Decision(allowed == 1, int(reset_after) / 1_000_000, policy)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.webhooks.handlers import orders
+from gateway.webhooks.handlers import orders, subscriptions
 from gateway.webhooks.handlers.base import Handler, Outcome
 
 HANDLERS: dict[str, Handler] = {
     **orders.HANDLERS,
+    **subscriptions.HANDLERS,
 }
 
 __all__ = ["HANDLERS", "Handler", "Outcome"]

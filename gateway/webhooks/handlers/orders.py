@@ -8,6 +8,7 @@ the caller's transaction.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from gateway import stock
@@ -27,6 +28,7 @@ from gateway.orders.queries import (
 )
 from gateway.unit_of_work import UnitOfWork
 from gateway.webhooks.envelope import StripeEvent
+from gateway.webhooks.handlers import subscriptions
 from gateway.webhooks.handlers.base import Handler, Outcome
 
 log = logging.getLogger("gateway.webhooks.orders")
@@ -61,6 +63,11 @@ async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change
     if order.status == target:
         await apply_change(unit.con, order, change)  # may still add ids the order did not know yet
         return Outcome("processed", f"order already {target}", order.id)
+    if target == t.PAID and order.status in t.SETTLED:
+        # A payment event after a refund or dispute implied the payment: the status stays, but the payment's ids
+        # and its (earlier) time are kept, so the row does not depend on the order the events arrived in.
+        await apply_change(unit.con, order, replace(change, status=order.status, reason=None))
+        return Outcome("processed", f"order already {order.status}; payment details recorded", order.id)
     if not t.can_move(order.status, target):
         return Outcome("stale", f"order is {order.status}; {event.type} cannot move it to {target}", order.id)
 
@@ -79,9 +86,9 @@ async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change
     return Outcome("processed", None, order.id)
 
 
-def _publish(unit: UnitOfWork, order: Order, change: OrderChange) -> None:
+def _publish(unit: UnitOfWork, order: Order, change: OrderChange, event_type: str | None = None) -> None:
     unit.publish(
-        BRIDGE_TYPES[change.status],
+        event_type or BRIDGE_TYPES[change.status],
         order.user_id,
         {
             "order_id": order.id,
@@ -132,13 +139,13 @@ def _session_change(event: StripeEvent, status: str, reason: str | None = None) 
 
 async def checkout_session_completed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     if sp.session_mode(event.object) == "subscription":
-        return Outcome("ignored", "subscription checkout: no order")
+        return await subscriptions.checkout_session_completed(unit, event)
     order = await _order_for_session(unit, event, create=True)
     if order is None:
         return _unknown(event)
     if not sp.session_is_paid(event.object):
         # Delayed payment methods: the money comes with checkout.session.async_payment_succeeded.
-        change = _session_change(event, order.status, "awaiting asynchronous payment")
+        change = replace(_session_change(event, order.status, "awaiting asynchronous payment"), paid_at=None)
         await apply_change(unit.con, order, change)
         return Outcome("processed", "awaiting asynchronous payment", order.id)
     return await _transition(unit, event, order, _session_change(event, t.PAID))
@@ -243,7 +250,7 @@ async def _apply_refunded_amount(unit: UnitOfWork, event: StripeEvent, order: Or
     await apply_change(unit.con, order, change)
     unit.audit("order.refund_applied", "order", order.id, order_id=order.id, previous=order.status,
                status=status, amount_refunded=refunded)
-    _publish(unit, order, change)
+    _publish(unit, order, change, "ORDER_REFUNDED")
     return Outcome("processed", None, order.id)
 
 
@@ -280,13 +287,22 @@ async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcom
     order = await lock_order(unit.con, _keys(event))
     if order is None:
         return _unknown(event)
-    await unit.con.execute(
+    new_dispute = await unit.con.fetchval(
         INSERT_DISPUTE, sp.object_id(dispute), order.id, sp.dispute_charge(dispute), sp.dispute_amount(dispute) or 0,
         sp.currency_of(dispute) or order.currency or "", sp.dispute_reason(dispute),
         sp.dispute_status(dispute) or "needs_response",
     )
     await _ensure_paid(unit, event, order, sp.dispute_charge(dispute))
     change = OrderChange(status=t.DISPUTED, reason=sp.dispute_reason(dispute))
+    if order.status == t.REFUNDED:
+        # A dispute opened on a fully refunded order: the order stays refunded (final), but the dispute is a
+        # business fact others must hear about, whichever of the refund and the dispute arrived first.
+        if not new_dispute:
+            return Outcome("processed", "dispute already recorded", order.id)
+        unit.audit("order.dispute_opened", "order", order.id, order_id=order.id, status=order.status,
+                   reason=change.reason)
+        _publish(unit, order, replace(change, status=order.status), "ORDER_DISPUTED")
+        return Outcome("processed", "dispute recorded; order stays refunded", order.id)
     return await _transition(unit, event, order, change)
 
 

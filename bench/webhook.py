@@ -1,0 +1,271 @@
+"""Webhook throughput and latency: the real gateway against a bare reference server, same database.
+
+    TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test /tmp/venv/bin/python bench/webhook.py
+
+The gateway runs as `python -m gateway serve` (every middleware on, WORKERS=1, LOG_LEVEL=WARNING). The reference
+is a bare aiohttp app that checks the HMAC and runs a 3-statement transaction (insert ledger, update order, insert
+outbox). Both get the same stream shapes: distinct signed `payment_intent.succeeded` events for pre-created pending
+orders (full work: ledger claim, order lock, transition, stock commit, payment row, audit, bridge, NOTIFY) and a
+duplicate-only stream. Rounds are interleaved (gateway, reference, gateway, ...) and medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.db import migrate as migrations  # noqa: E402
+from gateway.webhooks.signature import sign  # noqa: E402
+
+SECRET = "whsec_bench_" + "b" * 24
+
+# ---------------------------------------------------------------------------- reference server
+
+REF_LEDGER = """
+INSERT INTO webhook_events (stripe_event_id, type, livemode, stripe_created, status, attempts, payload)
+VALUES ($1, $2, false, now(), 'processed', 1, $3::jsonb)
+ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id
+"""
+REF_ORDER = "UPDATE orders SET status = 'paid', paid_at = now(), updated_at = now() WHERE id = $1::uuid"
+REF_OUTBOX = """
+INSERT INTO bridge_events (event_type, app_source, payload, metadata, source_event_id)
+VALUES ('ORDER_PAID', 'website', $1::jsonb, '{"version": "v1"}', $2)
+"""
+
+
+def run_reference(port: int, url: str) -> None:
+    from aiohttp import web
+
+    async def main() -> None:
+        pool = await asyncpg.create_pool(url, min_size=4, max_size=20)
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            header = request.headers.get("Stripe-Signature", "")
+            parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+            expected = hmac.new(SECRET.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, parts.get("v1", "")):
+                return web.json_response({"error": "signature"}, status=400)
+            event = orjson.loads(body)
+            order_id = event["data"]["object"]["metadata"]["order_id"]
+            async with pool.acquire() as con, con.transaction():
+                ledger = await con.fetchval(REF_LEDGER, event["id"], event["type"], body.decode())
+                if ledger is None:
+                    return web.json_response({"status": "duplicate"})
+                await con.execute(REF_ORDER, order_id)
+                await con.execute(REF_OUTBOX, orjson.dumps({"order_id": order_id}).decode(), event["id"])
+            return web.json_response({"status": "processed"})
+
+        app = web.Application()
+        app.router.add_post("/stripe/webhook", handle)
+        app.router.add_get("/health", lambda _r: web.json_response({"status": "ok"}))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------- setup
+
+SEED = """
+WITH p AS (
+    INSERT INTO products (sku, name, unit_amount, currency, stock_available)
+    VALUES ($2, 'bench', 1000, 'eur', 100000000) RETURNING id
+), o AS (
+    INSERT INTO orders (id, user_id, amount_total, currency)
+    SELECT id, 'bench-user', 1000, 'eur' FROM unnest($1::uuid[]) AS id RETURNING id
+), i AS (
+    INSERT INTO order_items (order_id, product_id, quantity, unit_amount, currency)
+    SELECT o.id, p.id, 1, 1000, 'eur' FROM o, p
+)
+INSERT INTO stock_reservations (order_id, product_id, quantity, expires_at)
+SELECT o.id, p.id, 1, now() + interval '1 day' FROM o, p
+"""
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server on {port} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server on {port} not healthy")
+
+
+def pi_event(order_id: str) -> dict[str, Any]:
+    pi = "pi_" + secrets.token_hex(12)
+    return {
+        "id": "evt_" + secrets.token_hex(12), "object": "event", "api_version": "2025-03-31.basil",
+        "created": int(time.time()), "livemode": False, "pending_webhooks": 1, "type": "payment_intent.succeeded",
+        "request": {"id": None, "idempotency_key": None},
+        "data": {"object": {
+            "id": pi, "object": "payment_intent", "amount": 1000, "amount_received": 1000, "currency": "eur",
+            "customer": None, "latest_charge": "ch_" + secrets.token_hex(12), "livemode": False,
+            "metadata": {"order_id": order_id}, "status": "succeeded", "payment_method_types": ["card"],
+        }},
+    }
+
+
+# ---------------------------------------------------------------------------- load
+
+
+async def blast(port: int, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], dict[str, int]]:
+    """POST every body once with `concurrency` workers; (events/s, latencies in ms, statuses)."""
+    queue = list(reversed(bodies))
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        url = f"http://127.0.0.1:{port}/stripe/webhook"
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                headers = {"Stripe-Signature": sign(body, SECRET, int(time.time())),
+                           "Content-Type": "application/json"}
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    payload = await response.read()
+                    key = str(response.status) if response.status != 200 else orjson.loads(payload)["status"]
+                latencies.append((time.perf_counter() - started) * 1000)
+                statuses[key] = statuses.get(key, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(bodies) / elapsed, latencies, statuses
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -> None:
+    name = f"gw_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    db_url = with_database(url, name)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        con = await asyncpg.connect(db_url)
+        await migrations.migrate(con)
+        runs = rounds * len(concurrencies) * 2
+        order_ids = [str(uuid.uuid4()) for _ in range(runs * per_run)]
+        await con.execute(SEED, order_ids, "BENCH-" + secrets.token_hex(4))
+        await con.close()
+        events = iter(order_ids)
+
+        gw_port, ref_port = free_port(), free_port()
+        log = open(ROOT / "bench" / "webhook-gateway.log", "wb")  # noqa: SIM115
+        env = {**os.environ, "APP_ENV": "test", "DATABASE_URL": db_url, "HOST": "127.0.0.1", "PORT": str(gw_port),
+               "METRICS_PORT": "0", "WORKERS": "1", "LOG_LEVEL": "WARNING", "STRIPE_WEBHOOK_SECRET": SECRET,
+               "TRUSTED_HOSTS": "127.0.0.1,localhost", "RATE_LIMIT_WEBHOOK_MAX": "100000000", "DB_POOL_MIN": "4",
+               "DB_POOL_MAX": "20", "RESERVATION_SWEEP_INTERVAL_SECONDS": "0", "JWT_SECRET": "j" * 40,
+               "SHUTDOWN_DRAIN_SECONDS": "0"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([sys.executable, __file__, "--reference-server", str(ref_port), db_url],
+                                      cwd=ROOT))
+        wait_healthy(gw_port, procs[0])
+        wait_healthy(ref_port, procs[1])
+
+        results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+        warm = [orjson.dumps(pi_event(str(uuid.uuid4()))) for _ in range(200)]  # unknown orders: ignored
+        for port in (gw_port, ref_port):
+            if port == ref_port:  # the reference needs real orders; reuse a few distinct ids it updates
+                continue
+            await blast(port, warm, 16)
+        for round_ in range(rounds):
+            for concurrency in concurrencies:
+                for label, port in (("gateway", gw_port), ("reference", ref_port)):
+                    bodies = [orjson.dumps(pi_event(next(events))) for _ in range(per_run)]
+                    rate, lat, statuses = await blast(port, bodies, concurrency)
+                    expected = "processed"
+                    assert statuses.get(expected) == per_run, (label, statuses)
+                    results.setdefault((label, "distinct", concurrency), []).append((rate, p99(lat)))
+                    # duplicate-only: the same events again (every one already processed)
+                    rate, lat, statuses = await blast(port, bodies, concurrency)
+                    assert statuses.get("duplicate") == per_run, (label, statuses)
+                    results.setdefault((label, "duplicate", concurrency), []).append((rate, p99(lat)))
+            print(f"round {round_ + 1}/{rounds} done", file=sys.stderr)
+
+        print(f"\n{per_run} events per run, {rounds} interleaved rounds, medians")
+        print(f"{'stream':<10} {'conc':>4} {'gateway ev/s':>13} {'ref ev/s':>10} {'ratio':>6} "
+              f"{'gw p99 ms':>10} {'ref p99 ms':>10}")
+        for stream in ("distinct", "duplicate"):
+            for concurrency in concurrencies:
+                gw = results[("gateway", stream, concurrency)]
+                ref = results[("reference", stream, concurrency)]
+                gw_rate = statistics.median(r for r, _ in gw)
+                ref_rate = statistics.median(r for r, _ in ref)
+                print(f"{stream:<10} {concurrency:>4} {gw_rate:>13.0f} {ref_rate:>10.0f} {gw_rate / ref_rate:>6.2f} "
+                      f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--reference-server":
+        run_reference(int(sys.argv[2]), sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+                        or "postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events", type=int, default=1000, help="events per run")
+    parser.add_argument("--concurrency", default="16,64")
+    args = parser.parse_args()
+    asyncio.run(bench(args.url, args.rounds, args.events, [int(c) for c in args.concurrency.split(",")]))
+
+
+if __name__ == "__main__":
+    main()

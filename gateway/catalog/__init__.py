@@ -1,0 +1,1 @@
+"""The product catalog: the public product list and `gateway products import`."""

@@ -1,0 +1,1 @@
+"""Notifications sent from bridge events (order confirmation e-mails)."""

@@ -1,0 +1,1 @@
+"""Subscriptions (seed 001): the subscriptions table, who the user is, the price -> plan mapping, entitlements."""

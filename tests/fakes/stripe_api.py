@@ -1,0 +1,810 @@
+"""A local fake of Stripe's HTTP API (the part the gateway calls), as an aiohttp app. Never call the real API.
+
+Start it in a test with the `fake_stripe` fixture below (registered for the whole suite in tests/conftest.py),
+or by hand: `fake = FakeStripe(); server = await aiohttp_server(fake.app); fake.base_url =
+str(server.make_url(""))`.
+
+Point the official SDK's async client at it (verified with stripe 16.1.0):
+
+    client = stripe.StripeClient(
+        "sk_test_...",
+        base_addresses={"api": fake.base_url},
+        http_client=stripe.AIOHTTPClient(),
+        stripe_version="2025-03-31.basil",
+        max_network_retries=0,
+    )
+    session = await client.v1.checkout.sessions.create_async(
+        params={"mode": "payment", "line_items": [...], ...},
+        options={"idempotency_key": "checkout:<order id>"},
+    )
+    await client.v1.checkout.sessions.retrieve_async(session.id)
+    await client.v1.checkout.sessions.expire_async(session.id)
+    page = await client.v1.events.list_async(params={"created": {"gte": ts}, "limit": 100})
+    event = await client.v1.events.retrieve_async("evt_...")
+    await client._requestor._client.close_async()   # or: fake.sdk_client(...) + close_sdk_client(client)
+
+Endpoints
+- POST /v1/checkout/sessions                 create (idempotent by `Idempotency-Key`, see below)
+- GET  /v1/checkout/sessions/{id}            retrieve
+- POST /v1/checkout/sessions/{id}/expire     expire an open session (400 otherwise, as Stripe)
+- GET  /v1/events                            list, newest first: `created` / `created[gte|gt|lte|lt]`, `type`,
+                                             `types[]`, `limit` (1..100, default 10), `starting_after`,
+                                             `ending_before`, `has_more`
+- GET  /v1/events/{id}                       retrieve
+Anything else answers Stripe's 404 "Unrecognized request URL".
+
+Every request is recorded in `fake.requests` (method, path, decoded query and form params with Stripe's
+bracket notation turned back into nested dicts/lists, headers incl. Idempotency-Key, Stripe-Version,
+Authorization).
+
+Idempotency (POST only, scoped by API key): the same key with the same params replays the first answer (same
+body and status, header `Idempotent-Replayed: true`); the same key with other params or on another path
+answers 400 `idempotency_error`; the same key while the first request is still running answers 409
+`idempotency_error`.
+
+Helpers: `complete_session(id, payment_intent=...)` (what Stripe does when the customer pays),
+`add_price(...)` (price ids accepted in `line_items[][price]`; unknown ones answer 400 as Stripe),
+`add_event(s)` (preload the Events API), `requests_to(method, path)`, `wait_for_requests(n)`,
+`sdk_client(...)` / `close_sdk_client(...)`.
+
+Faults: `fail_next(n, status=500, ...)` answers the next n matching requests with a Stripe error body;
+`delay_next(n, seconds)` delays them. Fault answers are produced before the endpoint runs and are never stored
+under the idempotency key (as when Stripe fails before executing), so a retry with the same key succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+import secrets
+import string
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+import stripe
+from aiohttp import web
+
+from gateway.settings import DEFAULT_STRIPE_API_VERSION
+
+_ALPHABET = string.ascii_letters + string.digits
+SESSION_DEFAULT_TTL = 24 * 3600
+SESSION_MIN_TTL = 30 * 60
+SESSION_MAX_TTL = 24 * 3600
+EXPIRES_AT_SLACK = 10  # seconds of clock/latency slack the fake grants around Stripe's 30 min .. 24 h window
+
+
+def _token(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+# -------------------------------------------------------------------------------------------- form decoding
+
+_KEY_PART = re.compile(r"\[([^\[\]]*)\]")
+
+
+def _split_key(key: str) -> list[str]:
+    head, bracket, rest = key.partition("[")
+    if not bracket:
+        return [key]
+    return [head, *_KEY_PART.findall("[" + rest)]
+
+
+def _listify(value: Any) -> Any:
+    if isinstance(value, dict):
+        converted = {k: _listify(v) for k, v in value.items()}
+        if converted and all(k.isdigit() for k in converted):
+            indexes = sorted(int(k) for k in converted)
+            if indexes == list(range(len(indexes))):
+                return [converted[str(i)] for i in indexes]
+        return converted
+    return value
+
+
+def decode_stripe_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """`line_items[0][price_data][unit_amount]=100&expand[]=x` -> nested dicts and lists (values: str)."""
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        parts = _split_key(key)
+        node = root
+        for part in parts[:-1]:
+            name = part if part != "" else str(len(node))
+            child = node.get(name)
+            if not isinstance(child, dict):
+                child = {}
+                node[name] = child
+            node = child
+        last = parts[-1] if parts[-1] != "" else str(len(node))
+        node[last] = value
+    result = _listify(root)
+    assert isinstance(result, dict)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, Any]
+    params: dict[str, Any]
+    headers: dict[str, str]
+    raw_body: bytes
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.header("Idempotency-Key")
+
+    @property
+    def stripe_version(self) -> str | None:
+        return self.header("Stripe-Version")
+
+    @property
+    def authorization(self) -> str | None:
+        return self.header("Authorization")
+
+
+@dataclass
+class Fault:
+    remaining: int
+    status: int | None = None
+    error: dict[str, Any] | None = None
+    delay: float = 0.0
+    method: str | None = None
+    path: str | None = None  # exact path or a prefix ending with "*"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method.upper() != method:
+            return False
+        if self.path is None:
+            return True
+        if self.path.endswith("*"):
+            return path.startswith(self.path[:-1])
+        return path == self.path
+
+
+@dataclass
+class _Stored:
+    method: str
+    path: str
+    params: dict[str, Any]
+    status: int
+    body: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------- the fake
+
+
+class StripeFakeError(Exception):
+    def __init__(
+        self, status: int, type_: str, message: str, *, code: str | None = None, param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {
+            "error": {
+                "type": type_,
+                "message": message,
+                "code": code,
+                "param": param,
+                "doc_url": None,
+                "request_log_url": None,
+            }
+        }
+
+
+def _int_param(params: dict[str, Any], name: str, *, path: str | None = None) -> int | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise StripeFakeError(
+            400,
+            "invalid_request_error",
+            f"Invalid integer: {raw}",
+            code="parameter_invalid_integer",
+            param=path or name,
+        ) from None
+
+
+class FakeStripe:
+    """In-memory Stripe: checkout sessions, events, request log, idempotency and fault injection."""
+
+    def __init__(self, *, api_key: str | None = None, livemode: bool = False) -> None:
+        self.api_key = api_key  # None: any `Bearer sk_...`/`rk_...` key is accepted
+        self.livemode = livemode
+        self.base_url = ""
+        self.requests: list[RecordedRequest] = []
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.session_line_items: dict[str, list[dict[str, Any]]] = {}
+        self.session_params: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.prices: dict[str, dict[str, Any]] = {}
+        self._faults: list[Fault] = []
+        self._idempotent: dict[tuple[str, str], _Stored] = {}
+        self._in_flight: set[tuple[str, str]] = set()
+        self._request_added = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    # ---- test controls -------------------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        n: int = 1,
+        *,
+        status: int = 500,
+        error_type: str | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
+        """Answer the next `n` matching requests with `status` and a Stripe error body.
+
+        `error_type` defaults from the status: 500 api_error, 429 rate_limit_error (code rate_limit),
+        402 card_error, 401 authentication_error, other 4xx invalid_request_error. `should_retry` sets the
+        `Stripe-Should-Retry` header the SDK honours.
+        """
+        default_type = {
+            500: "api_error",
+            502: "api_error",
+            503: "api_error",
+            429: "rate_limit_error",
+            402: "card_error",
+            401: "authentication_error",
+        }.get(status, "invalid_request_error")
+        if status == 429 and code is None:
+            code = "rate_limit"
+        headers = {} if should_retry is None else {"Stripe-Should-Retry": "true" if should_retry else "false"}
+        self._faults.append(
+            Fault(
+                remaining=n,
+                status=status,
+                error={
+                    "type": error_type or default_type,
+                    "code": code,
+                    "message": message or f"Fake Stripe forced error ({status})",
+                    "param": None,
+                    "doc_url": None,
+                    "request_log_url": None,
+                },
+                method=method,
+                path=path,
+                headers=headers,
+            )
+        )
+
+    def delay_next(
+        self, n: int = 1, seconds: float = 1.0, *, method: str | None = None, path: str | None = None
+    ) -> None:
+        """Delay the next `n` matching requests by `seconds` (then answer normally)."""
+        self._faults.append(Fault(remaining=n, delay=seconds, method=method, path=path))
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def add_price(
+        self, price_id: str, unit_amount: int, currency: str = "eur", *, recurring: bool = False
+    ) -> None:
+        """Declare a price id usable in `line_items[][price]`."""
+        self.prices[price_id] = {
+            "id": price_id,
+            "object": "price",
+            "unit_amount": unit_amount,
+            "currency": currency,
+            "type": "recurring" if recurring else "one_time",
+        }
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """Preload an event for GET /v1/events (listed newest `created` first; ties: latest added first)."""
+        self.events.append(copy.deepcopy(event))
+
+    def add_events(self, events: Iterable[dict[str, Any]]) -> None:
+        for event in events:
+            self.add_event(event)
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Wait until at least `count` requests have reached the fake (wrap in asyncio.timeout if needed)."""
+        while len(self.requests) < count:
+            self._request_added.clear()
+            await self._request_added.wait()
+
+    def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
+        """Recorded requests with this method and path (path may end with `*` for a prefix)."""
+        out = []
+        for req in self.requests:
+            if req.method != method.upper():
+                continue
+            if (path.endswith("*") and req.path.startswith(path[:-1])) or req.path == path:
+                out.append(req)
+        return out
+
+    def complete_session(
+        self,
+        session_id: str,
+        *,
+        payment_intent: str | None = None,
+        customer: str | None = None,
+        subscription: str | None = None,
+        payment_status: str = "paid",
+    ) -> dict[str, Any]:
+        """Mark a session completed as Stripe does when the customer pays; returns the new session object."""
+        session = self.sessions[session_id]
+        session["status"] = "complete"
+        session["payment_status"] = payment_status
+        session["url"] = None
+        if session["mode"] == "payment":
+            session["payment_intent"] = payment_intent or "pi_" + _token(24)
+        if session["mode"] == "subscription":
+            session["subscription"] = subscription or "sub_" + _token(24)
+        if customer is not None:
+            session["customer"] = customer
+        return copy.deepcopy(session)
+
+    def sdk_client(
+        self,
+        api_key: str = "sk_test_fake",
+        *,
+        stripe_version: str = DEFAULT_STRIPE_API_VERSION,
+        max_network_retries: int = 0,
+    ) -> stripe.StripeClient:
+        """An official SDK client aimed at this fake (close it with `close_sdk_client`)."""
+        return stripe.StripeClient(
+            api_key,
+            base_addresses={"api": self.base_url},
+            http_client=stripe.AIOHTTPClient(),
+            stripe_version=stripe_version,
+            max_network_retries=max_network_retries,
+        )
+
+    # ---- HTTP ------------------------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        params: dict[str, Any] = {}
+        content_type = request.headers.get("Content-Type", "")
+        if raw and content_type.startswith("application/x-www-form-urlencoded"):
+            params = decode_stripe_params(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+        query = decode_stripe_params(parse_qsl(request.query_string, keep_blank_values=True))
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=query,
+            params=params,
+            headers=dict(request.headers),
+            raw_body=raw,
+        )
+        self.requests.append(record)
+        self._request_added.set()
+        request_id = "req_" + _token(14)
+        base_headers = {"Request-Id": request_id}
+        if record.stripe_version:
+            base_headers["Stripe-Version"] = record.stripe_version
+
+        try:
+            api_key = self._authenticate(record)
+        except StripeFakeError as exc:
+            return web.json_response(exc.body, status=exc.status, headers=base_headers)
+
+        idem_key = record.idempotency_key if request.method == "POST" else None
+        slot = (api_key, idem_key) if idem_key else None
+        if slot is not None and idem_key is not None:
+            stored = self._idempotent.get(slot)
+            if stored is not None:
+                if stored.path != record.path or stored.method != record.method or stored.params != params:
+                    err = StripeFakeError(
+                        400,
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters they were "
+                        f"first used with. Try using a key other than '{idem_key}' if you meant to execute a "
+                        "different request.",
+                    )
+                    return web.json_response(err.body, status=400, headers=base_headers)
+                headers = {**base_headers, "Idempotent-Replayed": "true", "Idempotency-Key": idem_key}
+                return web.json_response(copy.deepcopy(stored.body), status=stored.status, headers=headers)
+            if slot in self._in_flight:
+                err = StripeFakeError(
+                    409,
+                    "idempotency_error",
+                    "There is currently another in-progress request using this Idempotent Key (that probably "
+                    "means you submitted twice, and the other request is still going through): "
+                    f"{idem_key}. Please try again later.",
+                )
+                return web.json_response(err.body, status=409, headers=base_headers)
+            self._in_flight.add(slot)
+        try:
+            fault = self._take_fault(record.method, record.path)
+            if fault is not None:
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
+                if fault.status is not None:
+                    return web.json_response(
+                        {"error": dict(fault.error or {})},
+                        status=fault.status,
+                        headers={**base_headers, **fault.headers},
+                    )
+            try:
+                status, body = self._route(record)
+            except StripeFakeError as exc:
+                status, body = exc.status, exc.body
+            if slot is not None and status != 404 and not (status == 400 and _is_validation(body)):
+                self._idempotent[slot] = _Stored(
+                    record.method, record.path, params, status, copy.deepcopy(body)
+                )
+            headers = dict(base_headers)
+            if idem_key:
+                headers["Idempotency-Key"] = idem_key
+            return web.json_response(body, status=status, headers=headers)
+        finally:
+            if slot is not None:
+                self._in_flight.discard(slot)
+
+    def _authenticate(self, record: RecordedRequest) -> str:
+        auth = record.authorization or ""
+        scheme, _, key = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            raise StripeFakeError(
+                401,
+                "invalid_request_error",
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+            )
+        if (self.api_key is not None and key != self.api_key) or not key.startswith(("sk_", "rk_")):
+            raise StripeFakeError(
+                401,
+                "invalid_request_error",
+                "Invalid API Key provided: " + key[:8] + "****",
+                code="api_key_invalid",
+            )
+        return key
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        for fault in self._faults:
+            if fault.remaining > 0 and fault.matches(method, path):
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _route(self, record: RecordedRequest) -> tuple[int, dict[str, Any]]:
+        method, path = record.method, record.path
+        parts = path.strip("/").split("/")
+        if method == "POST" and parts == ["v1", "checkout", "sessions"]:
+            return 200, self._create_session(record.params)
+        if len(parts) == 4 and parts[:3] == ["v1", "checkout", "sessions"] and method == "GET":
+            return 200, copy.deepcopy(self._session(parts[3]))
+        if (
+            len(parts) == 5
+            and parts[:3] == ["v1", "checkout", "sessions"]
+            and parts[4] == "expire"
+            and method == "POST"
+        ):
+            return 200, self._expire_session(parts[3])
+        if parts == ["v1", "events"] and method == "GET":
+            return 200, self._list_events(record.query)
+        if len(parts) == 3 and parts[:2] == ["v1", "events"] and method == "GET":
+            return 200, copy.deepcopy(self._event(parts[2]))
+        raise StripeFakeError(
+            404,
+            "invalid_request_error",
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can "
+            "help at https://support.stripe.com/.",
+        )
+
+    # ---- checkout sessions -------------------------------------------------------------------------------
+
+    def _session(self, session_id: str) -> dict[str, Any]:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise StripeFakeError(
+                404,
+                "invalid_request_error",
+                f"No such checkout.session: '{session_id}'",
+                code="resource_missing",
+                param="session",
+            )
+        return session
+
+    def _line_amounts(self, items: Any) -> tuple[int, str | None, list[dict[str, Any]]]:
+        if not isinstance(items, list) or not items:
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                "Missing required param: line_items.",
+                code="parameter_missing",
+                param="line_items",
+            )
+        total = 0
+        currency: str | None = None
+        lines: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise StripeFakeError(
+                    400, "invalid_request_error", "Invalid line item", param=f"line_items[{index}]"
+                )
+            quantity = _int_param(item, "quantity", path=f"line_items[{index}][quantity]") or 1
+            if quantity < 1:
+                raise StripeFakeError(
+                    400,
+                    "invalid_request_error",
+                    "Quantity must be at least 1",
+                    param=f"line_items[{index}][quantity]",
+                )
+            if "price" in item:
+                price = self.prices.get(str(item["price"]))
+                if price is None:
+                    raise StripeFakeError(
+                        400,
+                        "invalid_request_error",
+                        f"No such price: '{item['price']}'",
+                        code="resource_missing",
+                        param=f"line_items[{index}][price]",
+                    )
+                unit, cur = int(price["unit_amount"]), str(price["currency"])
+            elif isinstance(item.get("price_data"), dict):
+                data = item["price_data"]
+                unit_or_none = _int_param(
+                    data, "unit_amount", path=f"line_items[{index}][price_data][unit_amount]"
+                )
+                cur_raw = data.get("currency")
+                if unit_or_none is None or not cur_raw:
+                    raise StripeFakeError(
+                        400,
+                        "invalid_request_error",
+                        "Missing price_data fields",
+                        code="parameter_missing",
+                        param=f"line_items[{index}][price_data]",
+                    )
+                unit, cur = unit_or_none, str(cur_raw).lower()
+            else:
+                raise StripeFakeError(
+                    400,
+                    "invalid_request_error",
+                    "You must specify either `price` or `price_data` for each line item.",
+                    param=f"line_items[{index}]",
+                )
+            if currency is not None and cur != currency:
+                raise StripeFakeError(
+                    400,
+                    "invalid_request_error",
+                    "All line items must use the same currency.",
+                    param="line_items",
+                )
+            currency = cur
+            total += unit * quantity
+            lines.append(
+                {
+                    "id": "li_" + _token(24),
+                    "object": "item",
+                    "amount_subtotal": unit * quantity,
+                    "amount_total": unit * quantity,
+                    "currency": cur,
+                    "quantity": quantity,
+                    "price": item.get("price") or {"unit_amount": unit, "currency": cur},
+                }
+            )
+        return total, currency, lines
+
+    def _create_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        mode = params.get("mode")
+        if mode not in ("payment", "subscription", "setup"):
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                "Missing required param: mode." if mode is None else f"Invalid mode: {mode}",
+                code="parameter_missing" if mode is None else "parameter_invalid",
+                param="mode",
+            )
+        now = int(time.time())
+        total, currency, lines = (
+            (0, params.get("currency"), [])
+            if mode == "setup"
+            else self._line_amounts(params.get("line_items"))
+        )
+        expires_at = _int_param(params, "expires_at")
+        if expires_at is None:
+            expires_at = now + SESSION_DEFAULT_TTL
+        elif not (
+            now + SESSION_MIN_TTL - EXPIRES_AT_SLACK <= expires_at <= now + SESSION_MAX_TTL + EXPIRES_AT_SLACK
+        ):
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from now.",
+                code="parameter_invalid",
+                param="expires_at",
+            )
+        prefix = "cs_live_a1" if self.livemode else "cs_test_a1"
+        session_id = prefix + _token(56)
+        metadata = params.get("metadata") if isinstance(params.get("metadata"), dict) else {}
+        session: dict[str, Any] = {
+            "id": session_id,
+            "object": "checkout.session",
+            "after_expiration": None,
+            "allow_promotion_codes": None,
+            "amount_subtotal": total,
+            "amount_total": total,
+            "automatic_tax": {"enabled": False, "liability": None, "status": None},
+            "billing_address_collection": None,
+            "cancel_url": params.get("cancel_url"),
+            "client_reference_id": params.get("client_reference_id"),
+            "client_secret": None,
+            "created": now,
+            "currency": currency,
+            "customer": params.get("customer"),
+            "customer_creation": None if params.get("customer") else "if_required",
+            "customer_details": None,
+            "customer_email": params.get("customer_email"),
+            "expires_at": expires_at,
+            "invoice": None,
+            "livemode": self.livemode,
+            "locale": params.get("locale"),
+            "metadata": metadata,
+            "mode": mode,
+            "payment_intent": None,  # since 2022-08-01 the intent is created when the customer pays
+            "payment_link": None,
+            "payment_method_types": params.get("payment_method_types") or ["card"],
+            "payment_status": "no_payment_required" if mode == "setup" else "unpaid",
+            "recovered_from": None,
+            "setup_intent": None,
+            "status": "open",
+            "submit_type": params.get("submit_type"),
+            "subscription": None,
+            "success_url": params.get("success_url"),
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "ui_mode": params.get("ui_mode", "hosted"),
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+        }
+        self.sessions[session_id] = session
+        self.session_line_items[session_id] = lines
+        self.session_params[session_id] = copy.deepcopy(params)
+        return copy.deepcopy(session)
+
+    def _expire_session(self, session_id: str) -> dict[str, Any]:
+        session = self._session(session_id)
+        if session["status"] != "open":
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                'Only Checkout Sessions with a status in ["open"] can be expired.',
+                code="checkout_session_expired" if session["status"] == "expired" else None,
+            )
+        session["status"] = "expired"
+        session["url"] = None
+        return copy.deepcopy(session)
+
+    # ---- events ------------------------------------------------------------------------------------------
+
+    def _event(self, event_id: str) -> dict[str, Any]:
+        for event in self.events:
+            if event.get("id") == event_id:
+                return event
+        raise StripeFakeError(
+            404, "invalid_request_error", f"No such event: '{event_id}'", code="resource_missing", param="id"
+        )
+
+    def _list_events(self, query: dict[str, Any]) -> dict[str, Any]:
+        limit = _int_param(query, "limit")
+        limit = 10 if limit is None else limit
+        if not 1 <= limit <= 100:
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                "Invalid limit: must be between 1 and 100",
+                code="parameter_invalid_integer",
+                param="limit",
+            )
+        # Newest first; equal `created` keeps the latest-added first (Stripe's order for one second is by id).
+        ordered = [e for _, e in sorted(enumerate(self.events), key=lambda p: (-int(p[1]["created"]), -p[0]))]
+        created = query.get("created")
+        bounds: dict[str, int | None]
+        if isinstance(created, dict):
+            bounds = {op: _int_param(created, op, path=f"created[{op}]") for op in ("gt", "gte", "lt", "lte")}
+        elif created is not None:
+            exact = _int_param(query, "created")
+            bounds = {"gte": exact, "lte": exact}
+        else:
+            bounds = {}
+        types: set[str] = set()
+        if query.get("type"):
+            types.add(str(query["type"]))
+        if isinstance(query.get("types"), list):
+            types.update(str(t) for t in query["types"])
+
+        def keep(event: dict[str, Any]) -> bool:
+            ts = int(event["created"])
+            gt, gte, lt, lte = (bounds.get(op) for op in ("gt", "gte", "lt", "lte"))
+            if (gt is not None and ts <= gt) or (gte is not None and ts < gte):
+                return False
+            if (lt is not None and ts >= lt) or (lte is not None and ts > lte):
+                return False
+            return not types or any(_type_matches(str(event.get("type", "")), t) for t in types)
+
+        matching = [e for e in ordered if keep(e)]
+        ids = [e["id"] for e in matching]
+        if query.get("starting_after"):
+            cursor = str(query["starting_after"])
+            if cursor not in ids:
+                raise StripeFakeError(
+                    400,
+                    "invalid_request_error",
+                    f"No such event: '{cursor}'",
+                    code="resource_missing",
+                    param="starting_after",
+                )
+            start = ids.index(cursor) + 1
+            page = matching[start : start + limit]
+            has_more = start + limit < len(matching)
+        elif query.get("ending_before"):
+            cursor = str(query["ending_before"])
+            if cursor not in ids:
+                raise StripeFakeError(
+                    400,
+                    "invalid_request_error",
+                    f"No such event: '{cursor}'",
+                    code="resource_missing",
+                    param="ending_before",
+                )
+            end = ids.index(cursor)
+            page = matching[max(0, end - limit) : end]
+            has_more = end - limit > 0
+        else:
+            page = matching[:limit]
+            has_more = limit < len(matching)
+        return {"object": "list", "data": copy.deepcopy(page), "has_more": has_more, "url": "/v1/events"}
+
+
+def _type_matches(event_type: str, pattern: str) -> bool:
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return event_type == pattern
+
+
+def _is_validation(body: dict[str, Any]) -> bool:
+    # Stripe keeps no idempotent result when the parameters fail validation; the fake mirrors that for 400s
+    # raised before anything was created.
+    error = body.get("error")
+    return isinstance(error, dict) and error.get("type") == "invalid_request_error"
+
+
+async def close_sdk_client(client: stripe.StripeClient) -> None:
+    """Close the aiohttp session of a client made by `FakeStripe.sdk_client` (SDK has no public close)."""
+    http_client = client._requestor._client
+    if http_client is not None:
+        await http_client.close_async()
+
+
+# ----------------------------------------------------------------------------------------------- pytest
+
+
+async def start_fake_stripe(aiohttp_server: Any, **kwargs: Any) -> FakeStripe:
+    """Start a FakeStripe on a local port with pytest-aiohttp's `aiohttp_server` fixture."""
+    fake = FakeStripe(**kwargs)
+    server = await aiohttp_server(fake.app)
+    fake.base_url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+async def fake_stripe(aiohttp_server: Any) -> AsyncIterator[FakeStripe]:
+    """A running FakeStripe; `fake_stripe.base_url` is the `STRIPE_API_BASE` to give the gateway."""
+    yield await start_fake_stripe(aiohttp_server)
