@@ -2,11 +2,11 @@
 
     TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test /tmp/venv/bin/python bench/webhook.py
 
-The gateway runs as `python -m gateway serve` (every middleware on, WORKERS=1, LOG_LEVEL=WARNING). The reference
-is a bare aiohttp app that checks the HMAC and runs a 3-statement transaction (insert ledger, update order, insert
-outbox). Both get the same stream shapes: distinct signed `payment_intent.succeeded` events for pre-created pending
-orders (full work: ledger claim, order lock, transition, stock commit, payment row, audit, bridge, NOTIFY) and a
-duplicate-only stream. Rounds are interleaved (gateway, reference, gateway, ...) and medians reported.
+The gateway runs as `python -m gateway serve` (every middleware on, WORKERS=1, LOG_LEVEL=WARNING).
+The reference is a bare aiohttp app that checks the HMAC and runs a 3-statement transaction (insert
+ledger, update order, insert outbox). Both get the same stream shapes: distinct signed
+`payment_intent.succeeded` events for pre-created pending orders (full work: ledger claim, order lock,
+transition, stock commit, payment row, audit, bridge, NOTIFY) and a duplicate-only stream. Rounds are interleaved (gateway, reference, gateway, ...) and medians reported.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def run_reference(port: int, url: str) -> None:
             body = await request.read()
             header = request.headers.get("Stripe-Signature", "")
             parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-            expected = hmac.new(SECRET.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256).hexdigest()
+            expected = hmac.new(
+                SECRET.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256
+            ).hexdigest()
             if not hmac.compare_digest(expected, parts.get("v1", "")):
                 return web.json_response({"error": "signature"}, status=400)
             event = orjson.loads(body)
@@ -139,21 +141,38 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
 def pi_event(order_id: str) -> dict[str, Any]:
     pi = "pi_" + secrets.token_hex(12)
     return {
-        "id": "evt_" + secrets.token_hex(12), "object": "event", "api_version": "2025-03-31.basil",
-        "created": int(time.time()), "livemode": False, "pending_webhooks": 1, "type": "payment_intent.succeeded",
+        "id": "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "api_version": "2025-03-31.basil",
+        "created": int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "type": "payment_intent.succeeded",
         "request": {"id": None, "idempotency_key": None},
-        "data": {"object": {
-            "id": pi, "object": "payment_intent", "amount": 1000, "amount_received": 1000, "currency": "eur",
-            "customer": None, "latest_charge": "ch_" + secrets.token_hex(12), "livemode": False,
-            "metadata": {"order_id": order_id}, "status": "succeeded", "payment_method_types": ["card"],
-        }},
+        "data": {
+            "object": {
+                "id": pi,
+                "object": "payment_intent",
+                "amount": 1000,
+                "amount_received": 1000,
+                "currency": "eur",
+                "customer": None,
+                "latest_charge": "ch_" + secrets.token_hex(12),
+                "livemode": False,
+                "metadata": {"order_id": order_id},
+                "status": "succeeded",
+                "payment_method_types": ["card"],
+            }
+        },
     }
 
 
 # ---------------------------------------------------------------------------- load
 
 
-async def blast(port: int, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], dict[str, int]]:
+async def blast(
+    port: int, bodies: list[bytes], concurrency: int
+) -> tuple[float, list[float], dict[str, int]]:
     """POST every body once with `concurrency` workers; (events/s, latencies in ms, statuses)."""
     queue = list(reversed(bodies))
     latencies: list[float] = []
@@ -165,8 +184,10 @@ async def blast(port: int, bodies: list[bytes], concurrency: int) -> tuple[float
         async def worker() -> None:
             while queue:
                 body = queue.pop()
-                headers = {"Stripe-Signature": sign(body, SECRET, int(time.time())),
-                           "Content-Type": "application/json"}
+                headers = {
+                    "Stripe-Signature": sign(body, SECRET, int(time.time())),
+                    "Content-Type": "application/json",
+                }
                 started = time.perf_counter()
                 async with session.post(url, data=body, headers=headers) as response:
                     payload = await response.read()
@@ -201,16 +222,40 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
         events = iter(order_ids)
 
         gw_port, ref_port = free_port(), free_port()
-        log = open(ROOT / "bench" / "webhook-gateway.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "APP_ENV": "test", "DATABASE_URL": db_url, "HOST": "127.0.0.1", "PORT": str(gw_port),
-               "METRICS_PORT": "0", "WORKERS": "1", "LOG_LEVEL": "WARNING", "STRIPE_WEBHOOK_SECRET": SECRET,
-               "TRUSTED_HOSTS": "127.0.0.1,localhost", "RATE_LIMIT_WEBHOOK_MAX": "100000000", "DB_POOL_MIN": "4",
-               "DB_POOL_MAX": "20", "RESERVATION_SWEEP_INTERVAL_SECONDS": "0", "JWT_SECRET": "j" * 40,
-               "SHUTDOWN_DRAIN_SECONDS": "0"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen([sys.executable, __file__, "--reference-server", str(ref_port), db_url],
-                                      cwd=ROOT))
+        log = open(ROOT / "bench" / "webhook-gateway.log", "wb")  # noqa: ASYNC230
+        env = {
+            **os.environ,
+            "APP_ENV": "test",
+            "DATABASE_URL": db_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(gw_port),
+            "METRICS_PORT": "0",
+            "WORKERS": "1",
+            "LOG_LEVEL": "WARNING",
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+            "TRUSTED_HOSTS": "127.0.0.1,localhost",
+            "RATE_LIMIT_WEBHOOK_MAX": "100000000",
+            "DB_POOL_MIN": "4",
+            "DB_POOL_MAX": "20",
+            "RESERVATION_SWEEP_INTERVAL_SECONDS": "0",
+            "JWT_SECRET": "j" * 40,
+            "SHUTDOWN_DRAIN_SECONDS": "0",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,  # noqa: ASYNC220
+                stderr=subprocess.STDOUT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--reference-server", str(ref_port), db_url],  # noqa: ASYNC220
+                cwd=ROOT,
+            )
+        )
         wait_healthy(gw_port, procs[0])
         wait_healthy(ref_port, procs[1])
 
@@ -235,16 +280,20 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr)
 
         print(f"\n{per_run} events per run, {rounds} interleaved rounds, medians")
-        print(f"{'stream':<10} {'conc':>4} {'gateway ev/s':>13} {'ref ev/s':>10} {'ratio':>6} "
-              f"{'gw p99 ms':>10} {'ref p99 ms':>10}")
+        print(
+            f"{'stream':<10} {'conc':>4} {'gateway ev/s':>13} {'ref ev/s':>10} {'ratio':>6} "
+            f"{'gw p99 ms':>10} {'ref p99 ms':>10}"
+        )
         for stream in ("distinct", "duplicate"):
             for concurrency in concurrencies:
                 gw = results[("gateway", stream, concurrency)]
                 ref = results[("reference", stream, concurrency)]
                 gw_rate = statistics.median(r for r, _ in gw)
                 ref_rate = statistics.median(r for r, _ in ref)
-                print(f"{stream:<10} {concurrency:>4} {gw_rate:>13.0f} {ref_rate:>10.0f} {gw_rate / ref_rate:>6.2f} "
-                      f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}")
+                print(
+                    f"{stream:<10} {concurrency:>4} {gw_rate:>13.0f} {ref_rate:>10.0f} {gw_rate / ref_rate:>6.2f} "
+                    f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}"
+                )
     finally:
         for proc in procs:
             proc.kill()
@@ -257,9 +306,15 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--reference-server":
         run_reference(int(sys.argv[2]), sys.argv[3])
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default=os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
-                        or "postgresql://postgres@127.0.0.1:5432/postgres")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("BENCH_DATABASE_URL")
+        or os.environ.get("TEST_DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=1000, help="events per run")
     parser.add_argument("--concurrency", default="16,64")

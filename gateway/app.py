@@ -37,9 +37,10 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         pool = await create_pool(app[keys.SETTINGS], app[keys.DATABASE_URL])
     except UNAVAILABLE_ERRORS as exc:
-        # Start anyway: /health answers, /ready says "database unreachable", the pool connects when it is back.
+        # Start anyway: /health answers, /ready says "database unreachable", the pool connects later.
         logging.getLogger("gateway.db").warning(
-            "database unreachable at startup", extra={"code": "database_unavailable", "reason": type(exc).__name__}
+            "database unreachable at startup",
+            extra={"code": "database_unavailable", "reason": type(exc).__name__},
         )
         pool = await create_pool(app[keys.SETTINGS], app[keys.DATABASE_URL], min_size=0)
     app[keys.DB_POOL] = pool

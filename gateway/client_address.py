@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ def _is_trusted(ip: str, trusted: Sequence[IPNetwork]) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # a dual-stack listener's IPv4 peer
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # IPv4 peer of a dual-stack socket
         address = address.ipv4_mapped
     return any(address in net for net in trusted)
 
@@ -57,6 +58,7 @@ def resolve(
     return ClientAddress(client, direct_tls or proto == "https")
 
 
+@functools.lru_cache(maxsize=8192)  # per request on the hot path; clients repeat
 def rate_limit_key(ip: str) -> str:
     """IPv6 clients are keyed by their /64: one host usually owns the whole prefix."""
     try:

@@ -1,4 +1,5 @@
-"""Structured JSON logging: one orjson line per record, the request context added, secrets and personal data removed.
+"""Structured JSON logging: one orjson line per record, the request context added, secrets and personal data
+removed.
 
 Business code logs with `extra={...}` using the allowed field names (orderId, stripeSessionId, stripeEventId,
 status, code, ...). The redaction step runs on every record whatever the caller passed.
@@ -6,6 +7,7 @@ status, code, ...). The redaction step runs on every record whatever the caller 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -47,13 +49,28 @@ _ASSIGNMENT_RE = re.compile(
 REDACTED = "[redacted]"
 
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
+    | {"message", "asctime", "taskName"}
 )
 # Fields the formatter writes itself: neither `extra` nor bound fields may replace them.
 _RESERVED_FIELDS = frozenset({"time", "level", "logger", "message", "requestId", "exception"})
 _PLAIN_TYPES = (int, float, bool, type(None))
 
 
+# A cheap first look: every pattern above needs one of these (after lower-casing for bearer/basic); a string
+# with none of them is returned untouched, which is the common case.
+_SUSPECT_MARKS = ("@", "=", ":", "_live_", "_test_", "whsec_", "eyJ")
+
+
+def _suspect(text: str) -> bool:
+    for mark in _SUSPECT_MARKS:
+        if mark in text:
+            return True
+    low = text.lower()
+    return "bearer" in low or "basic" in low
+
+
+@functools.lru_cache(maxsize=4096)
 def _denied(key: str) -> bool:
     normalized = key.lower().replace("-", "").replace("_", "")
     return any(part in normalized for part in _DENIED_KEY_PARTS)
@@ -64,6 +81,8 @@ def _scrub_named(match: re.Match[str]) -> str:
 
 
 def scrub_text(text: str) -> str:
+    if not _suspect(text):
+        return text
     if "@" in text:
         text = _EMAIL_RE.sub(REDACTED, text)
     text = _HEADER_RE.sub(_scrub_named, text)
@@ -73,16 +92,18 @@ def scrub_text(text: str) -> str:
 
 
 def redact(value: Any) -> Any:
-    """Remove denied keys and scrub strings, recursively. Anything that is not JSON already (bytes, exceptions,
-    objects) is turned into its text first, so nothing reaches the line unscrubbed."""
+    """Remove denied keys and scrub strings, recursively. Anything that is not JSON already (bytes,
+    exceptions, objects) is turned into its text first, so nothing reaches the line unscrubbed."""
     if isinstance(value, str):
         return scrub_text(value)
     if isinstance(value, _PLAIN_TYPES):
         return value
     if isinstance(value, dict):
-        return {
-            scrub_text(str(k)): (REDACTED if _denied(str(k)) else redact(v)) for k, v in value.items()
-        }
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = k if isinstance(k, str) else str(k)
+            out[scrub_text(key)] = REDACTED if _denied(key) else redact(v)
+        return out
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v) for v in value]
     if isinstance(value, bytes | bytearray):
@@ -91,28 +112,42 @@ def redact(value: Any) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # one strftime per second, not per line
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         ctx = context.current.get()
+        # time, level and logger are the gateway's own text; everything else passes the redaction.
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
-            "requestId": ctx.request_id if ctx is not None else None,
+            "message": scrub_text(record.getMessage()),
+            "requestId": scrub_text(ctx.request_id) if ctx is not None else None,
         }
-        if ctx is not None:
-            for key, value in ctx.fields.items():
+        fields: dict[str, Any] = {}
+        if ctx is not None and ctx.fields:
+            fields.update(ctx.fields)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                fields[key] = value
+        if fields:
+            for key, value in redact(fields).items():
                 if key not in _RESERVED_FIELDS:
                     entry[key] = value
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and key not in _RESERVED_FIELDS and not key.startswith("_"):
-                entry[key] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = scrub_text(self.formatException(record.exc_info))
         elif record.exc_text:
-            entry["exception"] = record.exc_text
-        entry = redact(entry)
+            entry["exception"] = scrub_text(record.exc_text)
         return orjson.dumps(entry, default=str).decode()
 
 

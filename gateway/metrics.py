@@ -73,7 +73,8 @@ SUBSCRIPTION_UNKNOWN_PRICES = Counter(
     "subscription_unknown_price_total", "Subscription prices missing from PLANS_FILE (plan `unknown`)"
 )
 BRIDGE_RELAY_LAG_SECONDS = Gauge(
-    "bridge_relay_lag_seconds", "Age of the oldest bridge event not yet copied to the external bridge (0: none)"
+    "bridge_relay_lag_seconds",
+    "Age of the oldest bridge event not yet copied to the external bridge (0: none)",
 )
 BRIDGE_RELAYED = Counter("bridge_relay_events_total", "Bridge events copied to the external bridge database")
 BRIDGE_RELAY_ERRORS = Counter(

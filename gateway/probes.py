@@ -36,7 +36,8 @@ async def ready(request: web.Request) -> web.Response:
                 async with app[keys.DB_POOL].acquire() as con:
                     version = await con.fetchval(SELECT_CURRENT_VERSION)
             if version < lifecycle.expected_migration:
-                reasons.append(f"migrations pending (database at {version}, code needs {lifecycle.expected_migration})")
+                needed = lifecycle.expected_migration
+                reasons.append(f"migrations pending (database at {version}, code needs {needed})")
         except asyncpg.UndefinedTableError:
             reasons.append("migrations pending (no schema_migrations table)")
         except UNAVAILABLE_ERRORS:

@@ -169,29 +169,37 @@ class Settings:
         "PLANS_FILE", "config/plans.yaml", "YAML mapping Stripe price_id -> plan_id, validated at boot"
     )
     event_bridge_database_url: str | None = setting(
-        "EVENT_BRIDGE_DATABASE_URL", None, "PostgreSQL URL of the external event bridge (e.g. Supabase); unset: no relay",
+        "EVENT_BRIDGE_DATABASE_URL", None,
+        "PostgreSQL URL of the external event bridge (e.g. Supabase); unset: no relay",
         secret=True,
     )
     bridge_relay_interval_seconds: float = setting(
         "BRIDGE_RELAY_INTERVAL_SECONDS", 5.0, "Longest wait between two relay rounds (NOTIFY wakes it sooner)"
     )
-    bridge_relay_batch_size: int = setting("BRIDGE_RELAY_BATCH_SIZE", 500, "Bridge events copied per relay round")
+    bridge_relay_batch_size: int = setting(
+        "BRIDGE_RELAY_BATCH_SIZE", 500, "Bridge events copied per relay round"
+    )
     smtp_url: str | None = setting(
-        "SMTP_URL", None, "smtp://[user:pass@]host[:port][?starttls=true] or smtps://...; unset: no order e-mails",
+        "SMTP_URL", None,
+        "smtp://[user:pass@]host[:port][?starttls=true] or smtps://...; unset: no order e-mails",
         secret=True,
     )
-    smtp_sender: str | None = setting("SMTP_SENDER", None, "From address of order e-mails (required with SMTP_URL)")
+    smtp_sender: str | None = setting(
+        "SMTP_SENDER", None, "From address of order e-mails (required with SMTP_URL)"
+    )
     order_email_subject: str = setting(
         "ORDER_EMAIL_SUBJECT", "Your order is confirmed", "Subject of the order confirmation e-mail"
     )
     order_email_template: str | None = setting(
-        "ORDER_EMAIL_TEMPLATE", None, "Text template file ($order_id, $amount, $currency); unset: built-in text"
+        "ORDER_EMAIL_TEMPLATE", None,
+        "Text template file ($order_id, $amount, $currency); unset: built-in text",
     )
     email_max_attempts: int = setting(
         "EMAIL_MAX_ATTEMPTS", 8, "Attempts per e-mail before giving up (exponential backoff between them)"
     )
     email_poll_interval_seconds: float = setting(
-        "EMAIL_POLL_INTERVAL_SECONDS", 5.0, "Longest wait between two notifier rounds (NOTIFY wakes it sooner)"
+        "EMAIL_POLL_INTERVAL_SECONDS", 5.0,
+        "Longest wait between two notifier rounds (NOTIFY wakes it sooner)",
     )
 
     # ----- derived -----

@@ -17,8 +17,8 @@ from gateway.bridge.registry import validate_event
 
 BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
-# Taken (transaction-scoped) before bridge rows are written: bridge ids then follow commit order, so readers and
-# the relay can page with `id > cursor` without ever skipping a row committed late (gateway/bridge/events.py).
+# Taken (transaction-scoped) before bridge rows are written: bridge ids then follow commit order, so readers
+# and the relay page with `id > cursor` without ever skipping a row committed late (gateway/bridge/events.py).
 BRIDGE_LOCK_KEY = 0x6272_6964_6765
 LOCK_BRIDGE = "SELECT pg_advisory_xact_lock($1)"
 

@@ -17,8 +17,13 @@ from gateway.middleware import security_headers
 from gateway.settings import Settings
 
 
-def tiny_app(settings: Settings, routes: list[web.RouteDef], middlewares: list[Middleware],
-             *, client_max_size: int = 1024**2) -> web.Application:
+def tiny_app(
+    settings: Settings,
+    routes: list[web.RouteDef],
+    middlewares: list[Middleware],
+    *,
+    client_max_size: int = 1024**2,
+) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app[keys.SETTINGS] = settings
     app.add_routes(routes)
@@ -27,7 +32,7 @@ def tiny_app(settings: Settings, routes: list[web.RouteDef], middlewares: list[M
 
 
 class JsonLines(logging.Handler):
-    """Formats every record with the gateway's JsonFormatter while it is emitted (inside the request context)."""
+    """Formats every record with the gateway's JsonFormatter as it is emitted (in the request context)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

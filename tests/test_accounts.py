@@ -12,13 +12,14 @@ from typing import Any
 import asyncpg
 import jwt
 import pytest
+from aiohttp import DummyCookieJar
 
 from gateway import cli
 from gateway.accounts import passwords, store
 from gateway.accounts.routes import REFRESH_COOKIE
 from tests.conftest import BASE_ENV
 from tests.test_auth_jwt import JwksServer, claims, hs256, rs256
-from tests.test_auth_jwt import jwks_server as jwks_server  # noqa: F401 - fixture
+from tests.test_auth_jwt import jwks_server as jwks_server
 from tests.test_checkout import error_of
 
 LOGIN, REFRESH, LOGOUT = "/v1/auth/login", "/v1/auth/refresh", "/v1/auth/logout"
@@ -27,16 +28,24 @@ PASSWORD = "correct horse battery staple"
 
 
 def local_overrides(**more: Any) -> dict[str, Any]:
-    return {"AUTH_LOCAL_ENABLED": "true", "AUTH_LOCAL_JWT_SECRET": LOCAL_KEY, "AUTH_COOKIE_SECURE": "false",
-            "RATE_LIMIT_AUTH_MAX": 1000, "RATE_LIMIT_PUBLIC_MAX": 1000, **more}
+    return {
+        "AUTH_LOCAL_ENABLED": "true",
+        "AUTH_LOCAL_JWT_SECRET": LOCAL_KEY,
+        "AUTH_COOKIE_SECURE": "false",
+        "RATE_LIMIT_AUTH_MAX": 1000,
+        "RATE_LIMIT_PUBLIC_MAX": 1000,
+        **more,
+    }
 
 
 @pytest.fixture
 async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -> Any:
-    return await aiohttp_client(app_factory(**local_overrides()))
+    return await aiohttp_client(app_factory(**local_overrides()), cookie_jar=DummyCookieJar())
 
 
-async def make_user(pool: asyncpg.Pool, email: str = "ada@example.com", *, roles: list[str] | None = None) -> str:
+async def make_user(
+    pool: asyncpg.Pool, email: str = "ada@example.com", *, roles: list[str] | None = None
+) -> str:
     async with pool.acquire() as con:
         return await store.create_user(con, email, passwords.hash_password_sync(PASSWORD), roles or [])
 
@@ -70,7 +79,9 @@ async def test_login_returns_an_access_token_and_a_scoped_refresh_cookie(
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
     assert response.headers["Cache-Control"] == "no-store"
 
-    token_claims = jwt.decode(body["access_token"], LOCAL_KEY, algorithms=["HS256"], audience="stripe-gateway")
+    token_claims = jwt.decode(
+        body["access_token"], LOCAL_KEY, algorithms=["HS256"], audience="stripe-gateway"
+    )
     assert token_claims["iss"] == "stripe-gateway"
     assert token_claims["sub"] == user_id
     assert token_claims["roles"] == ["support"]
@@ -134,8 +145,16 @@ async def test_disabled_account_cannot_log_in(client: Any, db_pool: asyncpg.Pool
     await error_of(await login(client), 401, "invalid_credentials")
 
 
-@pytest.mark.parametrize("body", [{}, {"email": "a@b.c"}, {"email": "a@b.c", "password": "x", "remember": True},
-                                  {"email": 3, "password": "x"}, {"email": "a@b.c", "password": "x" * 1025}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"email": "a@b.c"},
+        {"email": "a@b.c", "password": "x", "remember": True},
+        {"email": 3, "password": "x"},
+        {"email": "a@b.c", "password": "x" * 1025},
+    ],
+)
 async def test_login_body_is_validated(client: Any, body: dict[str, Any]) -> None:
     await error_of(await client.post(LOGIN, json=body), 422, "validation_failed")
 
@@ -143,7 +162,9 @@ async def test_login_body_is_validated(client: Any, body: dict[str, Any]) -> Non
 # ------------------------------------------------------------------ refresh rotation
 
 
-async def test_refresh_rotates_and_a_reused_token_revokes_the_family(client: Any, db_pool: asyncpg.Pool) -> None:
+async def test_refresh_rotates_and_a_reused_token_revokes_the_family(
+    client: Any, db_pool: asyncpg.Pool
+) -> None:
     await make_user(db_pool)
     first = refresh_cookie(await login(client)).value
 
@@ -165,8 +186,12 @@ async def test_refresh_rotates_and_a_reused_token_revokes_the_family(client: Any
     await error_of(legit, 401, "refresh_token_invalid")
 
     async with db_pool.acquire() as con:
-        states = await con.fetch("SELECT revoked_at IS NOT NULL AS revoked, revoke_reason FROM refresh_tokens")
-        audit = await con.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.refresh_reuse_detected'")
+        states = await con.fetch(
+            "SELECT revoked_at IS NOT NULL AS revoked, revoke_reason FROM refresh_tokens"
+        )
+        audit = await con.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'auth.refresh_reuse_detected'"
+        )
     assert all(s["revoked"] for s in states) and len(states) == 3
     assert {s["revoke_reason"] for s in states} == {"reuse_detected"}
     assert audit == 1
@@ -202,9 +227,15 @@ async def test_logout_revokes_and_clears_the_cookie(client: Any, db_pool: asyncp
 async def test_cookie_is_secure_in_production(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, database_url: str
 ) -> None:
-    app = app_factory(**local_overrides(APP_ENV="production", AUTH_COOKIE_SECURE="true", DATABASE_URL=database_url,
-                                        CORS_ORIGINS="https://shop.example"))
-    client = await aiohttp_client(app)
+    app = app_factory(
+        **local_overrides(
+            APP_ENV="production",
+            AUTH_COOKIE_SECURE="true",
+            DATABASE_URL=database_url,
+            CORS_ORIGINS="https://shop.example",
+        )
+    )
+    client = await aiohttp_client(app, cookie_jar=DummyCookieJar())
     await make_user(db_pool)
     cookie = refresh_cookie(await login(client))
     assert cookie["secure"] is True
@@ -220,7 +251,9 @@ async def test_cookie_is_secure_in_production(
 
 
 async def test_login_is_limited_per_ip(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -> None:
-    client = await aiohttp_client(app_factory(**local_overrides(RATE_LIMIT_AUTH_MAX=3)))
+    client = await aiohttp_client(
+        app_factory(**local_overrides(RATE_LIMIT_AUTH_MAX=3)), cookie_jar=DummyCookieJar()
+    )
     await make_user(db_pool)
     statuses = [(await login(client, email=f"u{n}@example.com")).status for n in range(4)]
     assert statuses == [401, 401, 401, 429]
@@ -233,7 +266,8 @@ async def test_login_is_limited_per_account_across_ips(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool
 ) -> None:
     client = await aiohttp_client(
-        app_factory(**local_overrides(RATE_LIMIT_AUTH_MAX=3, TRUSTED_PROXIES="127.0.0.1/32,::1/128"))
+        app_factory(**local_overrides(RATE_LIMIT_AUTH_MAX=3, TRUSTED_PROXIES="127.0.0.1/32,::1/128")),
+        cookie_jar=DummyCookieJar(),
     )
     await make_user(db_pool)
     statuses = []
@@ -253,17 +287,23 @@ async def test_gateway_and_identity_provider_tokens_are_accepted_side_by_side(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, jwks_server: JwksServer
 ) -> None:
     app = app_factory(**local_overrides(JWT_ALGORITHMS="HS256,RS256", JWT_JWKS_URL=jwks_server.url))
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(app, cookie_jar=DummyCookieJar())
     await make_user(db_pool)
     local = (await (await login(client)).json())["access_token"]
     for token in (local, hs256(claims(sub="idp-user")), rs256(claims(sub="idp-user"))):
         response = await client.get("/v1/orders", headers={"Authorization": f"Bearer {token}"})
         assert response.status == 200, await response.text()
 
-    forged = jwt.encode({**jwt.decode(local, options={"verify_signature": False}), "sub": "someone-else"},
-                        "another-key-" + "z" * 32, algorithm="HS256")
-    wrong_use = jwt.encode({**jwt.decode(local, options={"verify_signature": False}), "token_use": "refresh"},
-                           LOCAL_KEY, algorithm="HS256")
+    forged = jwt.encode(
+        {**jwt.decode(local, options={"verify_signature": False}), "sub": "someone-else"},
+        "another-key-" + "z" * 32,
+        algorithm="HS256",
+    )
+    wrong_use = jwt.encode(
+        {**jwt.decode(local, options={"verify_signature": False}), "token_use": "refresh"},
+        LOCAL_KEY,
+        algorithm="HS256",
+    )
     idp_key_with_local_issuer = hs256(claims(iss="stripe-gateway", aud="stripe-gateway"))
     for token in (forged, wrong_use, idp_key_with_local_issuer):
         response = await client.get("/v1/orders", headers={"Authorization": f"Bearer {token}"})
@@ -282,8 +322,11 @@ def test_local_accounts_refuse_a_short_key_at_boot() -> None:
     from tests.conftest import make_settings
 
     assert local_auth_problems(make_settings(**local_overrides())) == []
-    problems = local_auth_problems(make_settings(AUTH_LOCAL_ENABLED="true", AUTH_LOCAL_JWT_SECRET="short",
-                                                 AUTH_LOCAL_ISSUER=BASE_ENV["JWT_ISSUER"]))
+    problems = local_auth_problems(
+        make_settings(
+            AUTH_LOCAL_ENABLED="true", AUTH_LOCAL_JWT_SECRET="short", AUTH_LOCAL_ISSUER=BASE_ENV["JWT_ISSUER"]
+        )
+    )
     assert any("32 bytes" in p for p in problems)
     assert any("must differ from JWT_ISSUER" in p for p in problems)
 
@@ -291,8 +334,9 @@ def test_local_accounts_refuse_a_short_key_at_boot() -> None:
 # ------------------------------------------------------------------ gateway users create
 
 
-def test_users_create_command(database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_users_create_command(
+    database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import asyncio
 
     for key, value in BASE_ENV.items():
@@ -312,8 +356,9 @@ def test_users_create_command(database_url: str, tmp_path: Any, monkeypatch: pyt
     async def read() -> Any:
         con = await asyncpg.connect(database_url)
         try:
-            return await con.fetchrow("SELECT id::text, email, password_hash, roles FROM users WHERE email = $1",
-                                      email)
+            return await con.fetchrow(
+                "SELECT id::text, email, password_hash, roles FROM users WHERE email = $1", email
+            )
         finally:
             await con.execute("DELETE FROM users WHERE email = $1", email)
             await con.close()

@@ -1,5 +1,5 @@
-"""The schema registry: every type the code can publish is listed, every listed type is produced here by the real
-handlers and validates, and an invalid event fails its transaction."""
+"""The schema registry: every type the code can publish is listed, every listed type is produced here by the
+real handlers and validates, and an invalid event fails its transaction."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ import pytest
 from gateway.bridge import registry as reg
 from gateway.unit_of_work import UnitOfWork
 from tests.factories import create_order, create_product
-from tests.stripe_events import charge, checkout_session, dispute, make_event, new_id, payment_intent, subscription
+from tests.stripe_events import (
+    charge,
+    checkout_session,
+    dispute,
+    make_event,
+    new_id,
+    payment_intent,
+    subscription,
+)
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
 from tests.subscription_helpers import test_plans as test_plans  # fixture
 
@@ -31,7 +39,11 @@ def publishable_types() -> set[str]:
         if ".publish(" not in source and "_publish(" not in source:
             continue
         for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and EVENT_TYPE.match(node.value):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and EVENT_TYPE.match(node.value)
+            ):
                 if node.value.startswith(("ORDER_", "SUBSCRIPTION_")) or path.name != "unit_of_work.py":
                     found.add(node.value)
     return found
@@ -52,13 +64,24 @@ def test_registry_file_is_valid_and_versioned() -> None:
         assert "source" in spec.fields and spec.fields["source"].enum == ("stripe",)
 
 
-@pytest.mark.parametrize("document, problem", [
-    ({"registry_version": 1, "events": {"lower_case": {"version": 1, "payload": {"a": {"type": "string"}}}}},
-     "UPPER_SNAKE"),
-    ({"registry_version": 1, "events": {"A_B": {"version": 1, "payload": {"a": {"type": "float"}}}}}, "type"),
-    ({"registry_version": 1, "events": {"A_B": {"payload": {"a": {"type": "string"}}}}}, "version"),
-    ({"events": {}}, "registry_version"),
-])
+@pytest.mark.parametrize(
+    "document, problem",
+    [
+        (
+            {
+                "registry_version": 1,
+                "events": {"lower_case": {"version": 1, "payload": {"a": {"type": "string"}}}},
+            },
+            "UPPER_SNAKE",
+        ),
+        (
+            {"registry_version": 1, "events": {"A_B": {"version": 1, "payload": {"a": {"type": "float"}}}}},
+            "type",
+        ),
+        ({"registry_version": 1, "events": {"A_B": {"payload": {"a": {"type": "string"}}}}}, "version"),
+        ({"events": {}}, "registry_version"),
+    ],
+)
 def test_invalid_registry_files_are_refused(document: Any, problem: str) -> None:
     with pytest.raises(reg.RegistryFileError, match=problem):
         reg.parse_registry(document)
@@ -80,32 +103,86 @@ async def produce(pool: asyncpg.Pool, event_type: str) -> None:
     paid_session = checkout_session(order_id, payment_intent=pi, user_id="user-r")
     if event_type.startswith("SUBSCRIPTION_"):
         sub_id = new_id("sub", 14)
-        await deliver(pool, make_event("customer.subscription.created", subscription(
-            price_id=PRICE_PREMIUM, sub_id=sub_id, user_id="user-r", created=1_700_000_000), created=1_700_000_000))
-        await deliver(pool, make_event("customer.subscription.updated", subscription(
-            price_id=PRICE_PREMIUM, sub_id=sub_id, user_id="user-r", created=1_700_000_000,
-            cancel_at_period_end=True), created=1_700_000_100))
-        await deliver(pool, make_event("customer.subscription.deleted", subscription(
-            price_id=PRICE_PREMIUM, sub_id=sub_id, user_id="user-r", status="canceled",
-            created=1_700_000_000), created=1_700_000_200))
+        await deliver(
+            pool,
+            make_event(
+                "customer.subscription.created",
+                subscription(price_id=PRICE_PREMIUM, sub_id=sub_id, user_id="user-r", created=1_700_000_000),
+                created=1_700_000_000,
+            ),
+        )
+        await deliver(
+            pool,
+            make_event(
+                "customer.subscription.updated",
+                subscription(
+                    price_id=PRICE_PREMIUM,
+                    sub_id=sub_id,
+                    user_id="user-r",
+                    created=1_700_000_000,
+                    cancel_at_period_end=True,
+                ),
+                created=1_700_000_100,
+            ),
+        )
+        await deliver(
+            pool,
+            make_event(
+                "customer.subscription.deleted",
+                subscription(
+                    price_id=PRICE_PREMIUM,
+                    sub_id=sub_id,
+                    user_id="user-r",
+                    status="canceled",
+                    created=1_700_000_000,
+                ),
+                created=1_700_000_200,
+            ),
+        )
     elif event_type == "ORDER_PAYMENT_FAILED":
-        await deliver(pool, make_event("payment_intent.payment_failed", payment_intent(
-            order_id, 1000, pi_id=pi, status="requires_payment_method", failure_code="card_declined")))
+        await deliver(
+            pool,
+            make_event(
+                "payment_intent.payment_failed",
+                payment_intent(
+                    order_id, 1000, pi_id=pi, status="requires_payment_method", failure_code="card_declined"
+                ),
+            ),
+        )
     elif event_type == "ORDER_EXPIRED":
-        await deliver(pool, make_event("checkout.session.expired", checkout_session(
-            order_id, status="expired", payment_status="unpaid")))
+        await deliver(
+            pool,
+            make_event(
+                "checkout.session.expired",
+                checkout_session(order_id, status="expired", payment_status="unpaid"),
+            ),
+        )
     elif event_type == "ORDER_CANCELED":
-        await deliver(pool, make_event("payment_intent.canceled", payment_intent(
-            order_id, 1000, pi_id=pi, status="canceled", cancellation_reason="abandoned")))
+        await deliver(
+            pool,
+            make_event(
+                "payment_intent.canceled",
+                payment_intent(order_id, 1000, pi_id=pi, status="canceled", cancellation_reason="abandoned"),
+            ),
+        )
     else:
-        await deliver(pool, make_event("payment_intent.succeeded",
-                                       payment_intent(order_id, 1000, pi_id=pi, charge_id=ch)))
+        await deliver(
+            pool,
+            make_event("payment_intent.succeeded", payment_intent(order_id, 1000, pi_id=pi, charge_id=ch)),
+        )
         await deliver(pool, make_event("checkout.session.completed", paid_session))
         if event_type == "ORDER_REFUNDED":
-            await deliver(pool, make_event("charge.refunded", charge(
-                order_id, 1000, charge_id=ch, payment_intent=pi, amount_refunded=400)))
+            await deliver(
+                pool,
+                make_event(
+                    "charge.refunded",
+                    charge(order_id, 1000, charge_id=ch, payment_intent=pi, amount_refunded=400),
+                ),
+            )
         if event_type == "ORDER_DISPUTED":
-            await deliver(pool, make_event("charge.dispute.created", dispute(1000, charge=ch, payment_intent=pi)))
+            await deliver(
+                pool, make_event("charge.dispute.created", dispute(1000, charge=ch, payment_intent=pi))
+            )
 
 
 @pytest.mark.usefixtures("test_plans")
@@ -113,8 +190,9 @@ async def produce(pool: asyncpg.Pool, event_type: str) -> None:
 async def test_each_registry_entry_is_produced_and_valid(db_pool: asyncpg.Pool, event_type: str) -> None:
     await produce(db_pool, event_type)
     async with db_pool.acquire() as con:
-        rows = await con.fetch("SELECT user_id, payload, metadata FROM bridge_events WHERE event_type = $1",
-                               event_type)
+        rows = await con.fetch(
+            "SELECT user_id, payload, metadata FROM bridge_events WHERE event_type = $1", event_type
+        )
     assert rows, f"no test scenario produced {event_type}"
     for row in rows:
         reg.validate_event(event_type, row["user_id"], row["payload"], row["metadata"])
@@ -129,21 +207,36 @@ async def test_an_invalid_event_fails_the_transaction(db_pool: asyncpg.Pool) -> 
                 unit.publish("ORDER_PAID", "u", {"order_id": "x", "not_declared_field": 1})
                 await unit.flush()
         with pytest.raises(reg.BridgeSchemaError, match="not in the schema registry"):
-            UnitOfWork(con, actor="test", source_event_id="evt_x", request_id=None).publish("NOPE_EVENT", None, {})
+            UnitOfWork(con, actor="test", source_event_id="evt_x", request_id=None).publish(
+                "NOPE_EVENT", None, {}
+            )
         assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
         assert await con.fetchval("SELECT count(*) FROM bridge_events") == 0
 
 
-@pytest.mark.parametrize("payload, problem", [
-    ({"status": "active"}, "required"),
-    ({"subscription_id": 5}, "expected string"),
-    ({"amount": True}, "expected integer, got boolean"),
-    ({"status": "weird"}, "not one of"),
-])
+@pytest.mark.parametrize(
+    "payload, problem",
+    [
+        ({"status": "active"}, "required"),
+        ({"subscription_id": 5}, "expected string"),
+        ({"amount": True}, "expected integer, got boolean"),
+        ({"status": "weird"}, "not one of"),
+    ],
+)
 def test_payload_problems_are_reported(payload: dict[str, Any], problem: str) -> None:
-    good = {"subscription_id": "sub_1", "plan_id": "premium", "status": "active", "customer_id": None,
-            "currency": "eur", "amount": 999, "source": "stripe"}
+    good = {
+        "subscription_id": "sub_1",
+        "plan_id": "premium",
+        "status": "active",
+        "customer_id": None,
+        "currency": "eur",
+        "amount": 999,
+        "source": "stripe",
+    }
     reg.validate_event("SUBSCRIPTION_UPDATED", None, good)
     with pytest.raises(reg.BridgeSchemaError, match=problem):
-        reg.validate_event("SUBSCRIPTION_UPDATED", None, {**good, **payload} if "status" not in payload or
-                           payload["status"] != "active" else payload)
+        reg.validate_event(
+            "SUBSCRIPTION_UPDATED",
+            None,
+            {**good, **payload} if "status" not in payload or payload["status"] != "active" else payload,
+        )

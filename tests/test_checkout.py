@@ -1,9 +1,9 @@
 """POST /v1/checkout/sessions through the real app, against the local fake Stripe (tests/fakes/stripe_api.py).
 
-Server-side prices and stock, held reservations whose expiry is the Stripe session's, the Stripe request itself
-(idempotency key, client_reference_id, metadata, expires_at, pinned version), the compensating transaction on a
-Stripe error or timeout, the Idempotency-Key header, and the whole money path: checkout -> signed
-checkout.session.completed -> paid, stock committed; checkout -> expired -> stock back.
+Server-side prices and stock, held reservations whose expiry is the Stripe session's, the Stripe request
+itself (idempotency key, client_reference_id, metadata, expires_at, pinned version), the compensating
+transaction on a Stripe error or timeout, the Idempotency-Key header, and the whole money path: checkout ->
+signed checkout.session.completed -> paid, stock committed; checkout -> expired -> stock back.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def checkout_app_overrides(fake: FakeStripe, **more: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe) -> Any:
+async def client(
+    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
+) -> Any:
     return await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe)))
 
 
@@ -85,8 +87,11 @@ async def test_checkout_prices_from_the_database_and_holds_stock(
 
     response = await client.post(
         CHECKOUT,
-        json={"items": [{"product_id": tee, "quantity": 1}, {"product_id": mug, "quantity": 2}],
-              "success_url": FRONTEND + "/thanks", "cancel_url": FRONTEND + "/cart"},
+        json={
+            "items": [{"product_id": tee, "quantity": 1}, {"product_id": mug, "quantity": 2}],
+            "success_url": FRONTEND + "/thanks",
+            "cancel_url": FRONTEND + "/cart",
+        },
         headers=bearer("user-42"),
     )
 
@@ -121,20 +126,33 @@ async def test_checkout_prices_from_the_database_and_holds_stock(
     async with db_pool.acquire() as con:
         order = await con.fetchrow("SELECT * FROM orders WHERE id = $1::uuid", order_id)
         reservations = await con.fetch(
-            "SELECT product_id, quantity, state, expires_at FROM stock_reservations WHERE order_id = $1::uuid "
-            "ORDER BY product_id", order_id)
-        items = await con.fetch("SELECT product_id, quantity, unit_amount FROM order_items WHERE order_id = $1::uuid "
-                                "ORDER BY product_id", order_id)
-        audit = await con.fetch("SELECT action, actor, request_id FROM audit_log WHERE order_id = $1::uuid", order_id)
+            "SELECT product_id, quantity, state, expires_at FROM stock_reservations "
+            "WHERE order_id = $1::uuid ORDER BY product_id",
+            order_id,
+        )
+        items = await con.fetch(
+            "SELECT product_id, quantity, unit_amount FROM order_items WHERE order_id = $1::uuid "
+            "ORDER BY product_id",
+            order_id,
+        )
+        audit = await con.fetch(
+            "SELECT action, actor, request_id FROM audit_log WHERE order_id = $1::uuid", order_id
+        )
     assert order["status"] == "pending"
     assert order["user_id"] == "user-42"
     assert order["amount_total"] == 2 * 1250 + 2000
     assert order["currency"] == "eur"
     assert order["stripe_checkout_session_id"] == session["id"]
     assert order["checkout_expires_at"] == expires_at
-    assert [(r["product_id"], r["quantity"], r["state"]) for r in reservations] == [(mug, 2, "held"), (tee, 1, "held")]
+    assert [(r["product_id"], r["quantity"], r["state"]) for r in reservations] == [
+        (mug, 2, "held"),
+        (tee, 1, "held"),
+    ]
     assert {r["expires_at"] for r in reservations} == {expires_at}
-    assert [(i["product_id"], i["quantity"], i["unit_amount"]) for i in items] == [(mug, 2, 1250), (tee, 1, 2000)]
+    assert [(i["product_id"], i["quantity"], i["unit_amount"]) for i in items] == [
+        (mug, 2, 1250),
+        (tee, 1, 2000),
+    ]
     assert [(a["action"], a["actor"]) for a in audit] == [("order.created", "user:user-42")]
     assert audit[0]["request_id"] == response.headers["X-Request-ID"]
     assert await stock_of(db_pool, mug) == 3
@@ -146,19 +164,26 @@ async def test_default_redirect_urls_come_from_the_settings(
 ) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]},
-                                 headers=bearer())
+    response = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
+    )
     assert response.status == 201, await response.text()
     [sent] = fake_stripe.requests_to("POST", "/v1/checkout/sessions")
-    assert sent.params["success_url"] == "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}"
+    assert (
+        sent.params["success_url"]
+        == "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}"
+    )
     assert sent.params["cancel_url"] == "http://localhost:3000/cart"
 
 
-async def test_paid_checkout_commits_the_stock(client: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe) -> None:
+async def test_paid_checkout_commits_the_stock(
+    client: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
+) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=2, unit_amount=1500)
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]},
-                                 headers=bearer("buyer"))
+    response = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=bearer("buyer")
+    )
     assert response.status == 201, await response.text()
     order_id = (await response.json())["order_id"]
     [session_id] = fake_stripe.sessions
@@ -191,15 +216,18 @@ async def test_expired_checkout_gives_the_stock_back(
 ) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=3)
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 3}]},
-                                 headers=bearer())
+    response = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 3}]}, headers=bearer()
+    )
     assert response.status == 201
     order_id = (await response.json())["order_id"]
     assert await stock_of(db_pool, product) == 0
     [session_id] = fake_stripe.sessions
 
     fake_stripe.sessions[session_id]["status"] = "expired"
-    delivered = await post_event(client, make_event("checkout.session.expired", fake_stripe.sessions[session_id]))
+    delivered = await post_event(
+        client, make_event("checkout.session.expired", fake_stripe.sessions[session_id])
+    )
     assert delivered.status == 200, await delivered.text()
 
     async with db_pool.acquire() as con:
@@ -215,8 +243,9 @@ async def test_reservation_whose_webhook_never_came_is_swept_at_its_expiry(
 ) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]},
-                                 headers=bearer())
+    response = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
+    )
     assert response.status == 201
     async with db_pool.acquire() as con:
         assert await stock.release_expired(con) == 0  # not expired yet
@@ -236,8 +265,9 @@ async def test_twenty_concurrent_checkouts_for_the_last_unit(
         product = await create_product(con, "LAST", stock=1)
 
     async def attempt(n: int) -> Any:
-        return await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]},
-                                 headers=bearer(f"user-{n}"))
+        return await client.post(
+            CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer(f"user-{n}")
+        )
 
     responses = await asyncio.gather(*(attempt(n) for n in range(20)))
     statuses = sorted(r.status for r in responses)
@@ -286,8 +316,9 @@ async def test_unknown_or_inactive_product_is_422(client: Any, db_pool: asyncpg.
         retired = await create_product(con, "OLD", stock=5)
         await con.execute("UPDATE products SET active = false WHERE id = $1", retired)
     for product_id in (retired, 999_999):
-        response = await client.post(CHECKOUT, json={"items": [{"product_id": product_id, "quantity": 1}]},
-                                     headers=bearer())
+        response = await client.post(
+            CHECKOUT, json={"items": [{"product_id": product_id, "quantity": 1}]}, headers=bearer()
+        )
         await error_of(response, 422, "unknown_product")
 
 
@@ -311,18 +342,36 @@ async def test_checkout_needs_a_user(client: Any) -> None:
         ({"items": [{"product_id": -3, "quantity": 1}]}, "items[0].product_id"),
         ({"items": [{"product_id": 1, "quantity": 1, "unit_amount": 1}]}, "items[0].unit_amount"),
         ({"items": [{"product_id": 1, "quantity": 1, "price": 1}]}, "items[0].price"),
-        ({"items": [{"product_id": 1, "quantity": 1}, {"product_id": 1, "quantity": 2}]}, "items[1].product_id"),
+        (
+            {"items": [{"product_id": 1, "quantity": 1}, {"product_id": 1, "quantity": 2}]},
+            "items[1].product_id",
+        ),
         ({"items": [{"product_id": 1, "quantity": 1}], "amount": 1}, "amount"),
-        ({"items": [{"product_id": 1, "quantity": 1}], "success_url": "https://evil.example/x"}, "success_url"),
+        (
+            {"items": [{"product_id": 1, "quantity": 1}], "success_url": "https://evil.example/x"},
+            "success_url",
+        ),
         ({"items": [{"product_id": 1, "quantity": 1}], "cancel_url": "//evil.example/x"}, "cancel_url"),
         ({"items": [{"product_id": 1, "quantity": 1}], "success_url": "javascript:alert(1)"}, "success_url"),
-        ({"items": [{"product_id": 1, "quantity": 1}], "success_url": "https://shop.example@evil.example/"},
-         "success_url"),
-        ({"items": [{"product_id": 1, "quantity": 1}], "success_url": "https://shop.example.evil.example/"},
-         "success_url"),
+        (
+            {
+                "items": [{"product_id": 1, "quantity": 1}],
+                "success_url": "https://shop.example@evil.example/",
+            },
+            "success_url",
+        ),
+        (
+            {
+                "items": [{"product_id": 1, "quantity": 1}],
+                "success_url": "https://shop.example.evil.example/",
+            },
+            "success_url",
+        ),
     ],
 )
-async def test_strict_validation(client: Any, fake_stripe: FakeStripe, body: dict[str, Any], field: str) -> None:
+async def test_strict_validation(
+    client: Any, fake_stripe: FakeStripe, body: dict[str, Any], field: str
+) -> None:
     response = await client.post(CHECKOUT, json=body, headers=bearer())
     error = await error_of(response, 422, "validation_failed")
     assert field in {d["field"] for d in error["details"]}
@@ -330,7 +379,9 @@ async def test_strict_validation(client: Any, fake_stripe: FakeStripe, body: dic
 
 
 async def test_body_that_is_not_json_is_400(client: Any) -> None:
-    response = await client.post(CHECKOUT, data=b"{nope", headers={**bearer(), "Content-Type": "application/json"})
+    response = await client.post(
+        CHECKOUT, data=b"{nope", headers={**bearer(), "Content-Type": "application/json"}
+    )
     await error_of(response, 400, "invalid_json")
     response = await client.post(CHECKOUT, json=[1, 2], headers=bearer())
     await error_of(response, 422, "validation_failed")
@@ -346,8 +397,9 @@ async def test_stripe_error_cancels_the_order_and_releases_the_stock(
         product = await create_product(con, stock=2)
     fake_stripe.fail_next(1, status=500, path="/v1/checkout/sessions", should_retry=False)
 
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]},
-                                 headers=bearer())
+    response = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=bearer()
+    )
 
     await error_of(response, 502, "stripe_error")
     assert await stock_of(db_pool, product) == 2
@@ -367,8 +419,9 @@ async def test_stripe_card_or_request_error_is_502_too(
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
     fake_stripe.fail_next(1, status=400, path="/v1/checkout/sessions", code="parameter_invalid")
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]},
-                                 headers=bearer())
+    response = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
+    )
     error = await error_of(response, 502, "stripe_error")
     assert error["details"] == {"stripe_code": "parameter_invalid"}
     assert await stock_of(db_pool, product) == 1
@@ -377,13 +430,16 @@ async def test_stripe_card_or_request_error_is_502_too(
 async def test_stripe_timeout_leaves_no_stock_held(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
 ) -> None:
-    client = await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe, STRIPE_TIMEOUT_SECONDS=0.3)))
+    client = await aiohttp_client(
+        app_factory(**checkout_app_overrides(fake_stripe, STRIPE_TIMEOUT_SECONDS=0.3))
+    )
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
     fake_stripe.delay_next(1, 1.5, path="/v1/checkout/sessions")
 
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]},
-                                 headers=bearer())
+    response = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
+    )
 
     await error_of(response, 502, "stripe_timeout")
     assert await stock_of(db_pool, product) == 1
@@ -416,7 +472,9 @@ async def test_same_idempotency_key_and_body_replays_without_a_second_order(
     assert await stock_of(db_pool, product) == 4
 
     # Another user's same key is another request.
-    other = await client.post(CHECKOUT, json=body, headers={**bearer("user-2"), "Idempotency-Key": "cart-7f3a"})
+    other = await client.post(
+        CHECKOUT, json=body, headers={**bearer("user-2"), "Idempotency-Key": "cart-7f3a"}
+    )
     assert other.status == 201
     assert (await other.json())["order_id"] != (await first.json())["order_id"]
 
@@ -425,9 +483,13 @@ async def test_same_idempotency_key_with_another_body_is_409(client: Any, db_poo
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=5)
     headers = {**bearer(), "Idempotency-Key": "k-1"}
-    first = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=headers)
+    first = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=headers
+    )
     assert first.status == 201
-    second = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=headers)
+    second = await client.post(
+        CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=headers
+    )
     await error_of(second, 409, "idempotency_key_reused")
     assert await stock_of(db_pool, product) == 4
 
@@ -468,15 +530,20 @@ async def test_idempotency_key_can_be_retried_after_a_stripe_failure(
 
 
 async def test_malformed_idempotency_key_is_400(client: Any) -> None:
-    response = await client.post(CHECKOUT, json={"items": [{"product_id": 1, "quantity": 1}]},
-                                 headers={**bearer(), "Idempotency-Key": "x" * 256})
+    response = await client.post(
+        CHECKOUT,
+        json={"items": [{"product_id": 1, "quantity": 1}]},
+        headers={**bearer(), "Idempotency-Key": "x" * 256},
+    )
     await error_of(response, 400, "invalid_idempotency_key")
 
 
 async def test_checkout_policy_limits_per_user(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
 ) -> None:
-    client = await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe, RATE_LIMIT_CHECKOUT_MAX=2)))
+    client = await aiohttp_client(
+        app_factory(**checkout_app_overrides(fake_stripe, RATE_LIMIT_CHECKOUT_MAX=2))
+    )
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=10)
     body = {"items": [{"product_id": product, "quantity": 1}]}

@@ -1,4 +1,4 @@
-"""Client address: X-Forwarded-For / X-Forwarded-Proto believed only from a trusted proxy; IPv6 keyed by /64."""
+"""Client address: X-Forwarded-For / X-Forwarded-Proto only from a trusted proxy; IPv6 keyed by /64."""
 
 from __future__ import annotations
 
@@ -68,8 +68,15 @@ def test_ipv4_mapped_peer_of_a_dual_stack_listener_is_a_trusted_proxy() -> None:
 
 @pytest.mark.parametrize(
     ("proto", "direct_tls", "secure"),
-    [("https", False, True), ("HTTPS", False, True), ("https, http", False, True), ("http", False, False),
-     ("http", True, True), (None, False, False), (None, True, True)],
+    [
+        ("https", False, True),
+        ("HTTPS", False, True),
+        ("https, http", False, True),
+        ("http", False, False),
+        ("http", True, True),
+        (None, False, False),
+        (None, True, True),
+    ],
 )
 def test_forwarded_proto_from_a_trusted_proxy(proto: str | None, direct_tls: bool, secure: bool) -> None:
     assert resolve("10.0.0.5", None, proto, direct_tls, PROXIES).secure is secure
@@ -115,8 +122,9 @@ async def make(aiohttp_client: Any, proxies: str) -> Any:
 
 async def test_behind_a_trusted_proxy(aiohttp_client: Any) -> None:
     client = await make(aiohttp_client, "127.0.0.1/32")  # the test client connects from 127.0.0.1
-    response = await client.get("/who", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.7",
-                                                 "X-Forwarded-Proto": "https"})
+    response = await client.get(
+        "/who", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.7", "X-Forwarded-Proto": "https"}
+    )
     assert await response.json() == {"ip": "198.51.100.7", "key": "198.51.100.7", "secure": True}
     response = await client.get("/who", headers={"X-Forwarded-For": "2001:db8:1:2::77"})
     assert await response.json() == {"ip": "2001:db8:1:2::77", "key": "2001:db8:1:2::/64", "secure": False}
@@ -124,5 +132,7 @@ async def test_behind_a_trusted_proxy(aiohttp_client: Any) -> None:
 
 async def test_spoofing_from_an_untrusted_peer(aiohttp_client: Any) -> None:
     client = await make(aiohttp_client, "10.0.0.0/8")
-    response = await client.get("/who", headers={"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"})
+    response = await client.get(
+        "/who", headers={"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
+    )
     assert await response.json() == {"ip": "127.0.0.1", "key": "127.0.0.1", "secure": False}

@@ -2,7 +2,7 @@
 
 Plain HTTP: preflights are answered before auth and rate limiting, unlisted origins get no
 Access-Control-Allow-Origin, `Vary: Origin` on every answer, credentials only for listed origins.
-In a real headless Chromium: a page on a listed origin reads the JSON of a cross-origin fetch (preflight included);
+In a real headless Chromium: a page on a listed origin reads the JSON of a cross-origin fetch (preflight too);
 a page on another origin is blocked (the fetch rejects).
 """
 
@@ -54,7 +54,7 @@ async def internal(request: web.Request) -> web.Response:
 
 
 def cors_app(settings: Settings) -> web.Application:
-    """The gateway's own stack, assembled as create_app does (middlewares, limiter, verifier, CORS, headers)."""
+    """The gateway's own stack, assembled as create_app does (middlewares, limiter, verifier, CORS)."""
     app = web.Application(middlewares=build_middlewares(settings))
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.extend([rate_limiter_ctx, token_verifier_ctx])
@@ -68,7 +68,11 @@ def cors_app(settings: Settings) -> web.Application:
 
 
 def preflight(origin: str, method: str = "GET", headers: str = "authorization") -> dict[str, str]:
-    return {"Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers}
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": headers,
+    }
 
 
 def bearer() -> dict[str, str]:
@@ -77,8 +81,9 @@ def bearer() -> dict[str, str]:
 
 @pytest.fixture
 async def client(aiohttp_client: Any) -> Any:
-    return await aiohttp_client(cors_app(make_settings(CORS_ORIGINS=f"{SHOP},https://admin.shop.example",
-                                                       RATE_LIMIT_PUBLIC_MAX="2")))
+    return await aiohttp_client(
+        cors_app(make_settings(CORS_ORIGINS=f"{SHOP},https://admin.shop.example", RATE_LIMIT_PUBLIC_MAX="2"))
+    )
 
 
 async def test_preflight_to_an_authenticated_route_is_answered_before_auth(client: Any) -> None:
@@ -123,8 +128,10 @@ async def test_errors_from_a_listed_origin_are_readable(client: Any) -> None:
     assert (await response.json())["error"]["code"] == "unauthorized"
 
 
-@pytest.mark.parametrize("origin", [OTHER, "https://shop.example.evil.test", "http://shop.example",
-                                    "https://shop.example:8443", "null"])
+@pytest.mark.parametrize(
+    "origin",
+    [OTHER, "https://shop.example.evil.test", "http://shop.example", "https://shop.example:8443", "null"],
+)
 async def test_unlisted_origin_gets_no_cors_headers(client: Any, origin: str) -> None:
     response = await client.options("/v1/whoami", headers=preflight(origin))
     assert response.status == 403
@@ -213,11 +220,22 @@ class Browser:
     async def result_of(self, page_url: str) -> str:
         """Load the page in headless Chromium, let its fetch settle, return the text the page wrote."""
         process = await asyncio.create_subprocess_exec(
-            self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", f"--user-data-dir={self.profile}", "--virtual-time-budget=10000",
-            "--dump-dom", page_url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            self.binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={self.profile}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
@@ -246,7 +264,7 @@ def free_port() -> int:
 
 
 class Sites:
-    """Tiny sites, each on its own 127.0.0.1 port (its own origin), whose page fetches a URL given in the query."""
+    """Tiny sites, each on its own 127.0.0.1 port (its own origin); the page fetches ?target=."""
 
     def __init__(self) -> None:
         self.servers: list[TestServer] = []
@@ -255,7 +273,9 @@ class Sites:
         async def page(request: web.Request) -> web.Response:
             headers = {}
             if request.query.get("token"):
-                headers["Authorization"] = "Bearer " + request.query["token"]  # not CORS-safelisted: preflight
+                headers["Authorization"] = (
+                    "Bearer " + request.query["token"]
+                )  # not CORS-safelisted: preflight
             body = PAGE % {"url": json.dumps(request.query["target"]), "headers": json.dumps(headers)}
             return web.Response(text=body, content_type="text/html")
 
@@ -318,17 +338,20 @@ async def test_browser_allowed_and_blocked_with_preflight(browser: Browser, site
         assert await browser.result_of(page_url(other, target, token)) == "BLOCKED TypeError"
         assert seen == [("OPTIONS", "/v1/whoami", 403)]  # refused at the preflight: the GET was never sent
 
-        seen.clear()  # a simple request (no preflight) from the other origin: answered, but hidden from the page
+        seen.clear()  # a simple request from the other origin: answered, hidden from the page
         catalog_url = f"http://127.0.0.1:{gateway.port}/v1/catalog"
         assert await browser.result_of(page_url(other, catalog_url)) == "BLOCKED TypeError"
         assert seen == [("GET", "/v1/catalog", 200)]
-        assert await browser.result_of(page_url(allowed, catalog_url)) == 'OK 200 {"products":[{"sku":"SKU-1"}]}'
+        assert (
+            await browser.result_of(page_url(allowed, catalog_url)) == 'OK 200 {"products":[{"sku":"SKU-1"}]}'
+        )
     finally:
         await gateway.close()
 
 
-async def test_browser_against_the_real_app(browser: Browser, sites: Sites, app_factory: Any,
-                                            db_pool: Any) -> None:
+async def test_browser_against_the_real_app(
+    browser: Browser, sites: Sites, app_factory: Any, db_pool: Any
+) -> None:
     allowed_port = free_port()
     app = app_factory(CORS_ORIGINS=f"http://127.0.0.1:{allowed_port}")
     seen = record_requests(app)

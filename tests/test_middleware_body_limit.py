@@ -1,4 +1,4 @@
-"""Body limits: JSON routes JSON_BODY_LIMIT, the webhook its own raw WEBHOOK_BODY_LIMIT; over it -> 413 JSON, from
+"""Body limits: JSON routes JSON_BODY_LIMIT, the webhook its raw WEBHOOK_BODY_LIMIT; over it: 413 JSON, from
 Content-Length before anything is read, or while reading a chunked body."""
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def assert_413(body: Any, response: Any) -> None:
 
 
 async def test_json_at_the_limit_passes(client: Any) -> None:
-    response = await client.post("/json", data=json_of_size(JSON_LIMIT), headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/json", data=json_of_size(JSON_LIMIT), headers={"Content-Type": "application/json"}
+    )
     assert response.status == 200
     assert (await response.json())["size"] == JSON_LIMIT
 
@@ -100,7 +102,9 @@ async def test_refused_from_the_header_alone(client: Any) -> None:
 
 
 async def test_chunked_json_over_the_limit_is_refused(client: Any) -> None:
-    response = await client.post("/json", data=chunked(JSON_LIMIT * 3), headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/json", data=chunked(JSON_LIMIT * 3), headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert response.content_type == "application/json"
     assert_413(await response.json(), response)
@@ -118,7 +122,9 @@ async def test_chunked_json_under_the_limit_passes(client: Any) -> None:
 
 
 async def test_raw_route_has_its_own_limit(client: Any) -> None:
-    response = await client.post("/raw", data=b"r" * (JSON_LIMIT * 3))  # over the JSON limit, under the raw one
+    response = await client.post(
+        "/raw", data=b"r" * (JSON_LIMIT * 3)
+    )  # over the JSON limit, under the raw one
     assert response.status == 200
     assert (await response.json())["size"] == JSON_LIMIT * 3
     response = await client.post("/raw", data=b"r" * RAW_LIMIT)
@@ -146,33 +152,39 @@ async def real_client(aiohttp_client: Any, app_factory: Any) -> Any:
 
 
 async def test_real_app_webhook_over_its_raw_limit(real_client: Any) -> None:
-    response = await real_client.post("/stripe/webhook", data=b"{" + b" " * 600_000 + b"}",
-                                      headers={"Stripe-Signature": "t=1,v1=00"})
+    response = await real_client.post(
+        "/stripe/webhook", data=b"{" + b" " * 600_000 + b"}", headers={"Stripe-Signature": "t=1,v1=00"}
+    )
     assert response.status == 413
     assert_413(await response.json(), response)
-    response = await real_client.post("/stripe/webhook", data=chunked(600_000, 65536),
-                                      headers={"Stripe-Signature": "t=1,v1=00"})
+    response = await real_client.post(
+        "/stripe/webhook", data=chunked(600_000, 65536), headers={"Stripe-Signature": "t=1,v1=00"}
+    )
     assert response.status == 413
     assert_413(await response.json(), response)
 
 
 async def test_real_app_webhook_under_its_raw_limit_reaches_the_signature_check(real_client: Any) -> None:
-    response = await real_client.post("/stripe/webhook", data=b"{" + b" " * 200_000 + b"}",
-                                      headers={"Stripe-Signature": "t=1,v1=00"})
+    response = await real_client.post(
+        "/stripe/webhook", data=b"{" + b" " * 200_000 + b"}", headers={"Stripe-Signature": "t=1,v1=00"}
+    )
     assert response.status == 400  # over the JSON limit, under the webhook's: the signature is what fails
     assert (await response.json())["error"]["code"] == "invalid_signature"
 
 
 async def test_real_app_json_route_limits(real_client: Any) -> None:
-    response = await real_client.post("/test-only/echo", data=json_of_size(150 * 1024),
-                                      headers={"Content-Type": "application/json"})
+    response = await real_client.post(
+        "/test-only/echo", data=json_of_size(150 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert_413(await response.json(), response)
-    response = await real_client.post("/test-only/echo", data=chunked(150 * 1024, 8192),
-                                      headers={"Content-Type": "application/json"})
+    response = await real_client.post(
+        "/test-only/echo", data=chunked(150 * 1024, 8192), headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413
-    response = await real_client.post("/test-only/echo", data=json_of_size(50 * 1024),
-                                      headers={"Content-Type": "application/json"})
+    response = await real_client.post(
+        "/test-only/echo", data=json_of_size(50 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert response.status == 200
     assert (await response.json())["size"] == 50 * 1024
 

@@ -67,7 +67,9 @@ async def api_error(request: web.Request) -> web.Response:
 DB_FAILURES: dict[str, BaseException] = {
     "refused": ConnectionRefusedError(111, "Connection refused"),
     "timeout": TimeoutError(),
-    "admin_shutdown": asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+    "admin_shutdown": asyncpg.exceptions.AdminShutdownError(
+        "terminating connection due to administrator command"
+    ),
     "cannot_connect_now": asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
     "too_many": asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
     "connection_gone": asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
@@ -181,7 +183,7 @@ async def test_unexpected_exception_is_a_500_without_traceback(client: Any) -> N
 
 
 async def test_production_never_shows_a_traceback_even_with_debug(aiohttp_client: Any) -> None:
-    # APP_ENV=production with DEBUG on is refused by the settings; build it by hand to prove the mapper's own guard.
+    # APP_ENV=production with DEBUG on is refused by the settings; build it by hand: the mapper's own guard.
     settings = dataclasses.replace(make_settings(), app_env="production", debug=True)
     client = await aiohttp_client(build(settings))
     response = await client.get("/boom")

@@ -1,4 +1,5 @@
-"""Request id: a well-formed inbound X-Request-ID is echoed, anything else replaced; the id is on the answer, in
+"""Request id: a well-formed inbound X-Request-ID is echoed, anything else replaced; the id is on the answer,
+in
 every error body and on every log line of the request."""
 
 from __future__ import annotations
@@ -52,10 +53,19 @@ async def client(aiohttp_client: Any) -> Any:
     settings = make_settings()
     app = tiny_app(
         settings,
-        [web.get("/ok", ok), web.post("/conflict", conflict), web.get("/boom", boom), web.get("/slow", slow),
-         web.get("/redirect", redirect)],
-        [request_id_middleware(settings), error_middleware(settings), access_middleware(settings),
-         trusted_hosts_middleware(settings)],
+        [
+            web.get("/ok", ok),
+            web.post("/conflict", conflict),
+            web.get("/boom", boom),
+            web.get("/slow", slow),
+            web.get("/redirect", redirect),
+        ],
+        [
+            request_id_middleware(settings),
+            error_middleware(settings),
+            access_middleware(settings),
+            trusted_hosts_middleware(settings),
+        ],
     )
     return await aiohttp_client(app)
 
@@ -79,7 +89,7 @@ async def test_well_formed_inbound_id_is_echoed(client: Any, inbound: str) -> No
         "has space in it",
         "semi;colon-1234",
         "slash/inside-1234",
-        "quote\"inside1234",
+        'quote"inside1234',
         "unicodé-12345678",
         "",
     ],

@@ -1,4 +1,5 @@
-"""Security headers on every answer (200, 404, 500, refusals); HSTS only over HTTPS (direct TLS or a trusted proxy's
+"""Security headers on every answer (200, 404, 500, refusals); HSTS only over HTTPS (direct TLS or a trusted
+proxy's
 X-Forwarded-Proto); Cache-Control no-store on authenticated answers; the Server header names no software."""
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ async def boom(request: web.Request) -> web.Response:
 def build(settings: Settings) -> web.Application:
     app = tiny_app(
         settings,
-        [web.get("/ok", ok), web.get("/cacheable", cacheable), web.get("/me", maybe_me), web.get("/boom", boom)],
+        [
+            web.get("/ok", ok),
+            web.get("/cacheable", cacheable),
+            web.get("/me", maybe_me),
+            web.get("/boom", boom),
+        ],
         build_middlewares(settings),
     )
     app.cleanup_ctx.extend([rate_limiter_ctx, token_verifier_ctx])
@@ -75,8 +81,9 @@ async def client(aiohttp_client: Any) -> Any:
         ("GET", "/me", {"Authorization": "Bearer not-a-token"}, 401),
     ],
 )
-async def test_every_answer_carries_the_headers(client: Any, method: str, path: str, headers: dict[str, str],
-                                                status: int) -> None:
+async def test_every_answer_carries_the_headers(
+    client: Any, method: str, path: str, headers: dict[str, str], status: int
+) -> None:
     response = await client.request(method, path, headers=headers)
     assert response.status == status
     assert_security_headers(response)

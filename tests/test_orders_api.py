@@ -13,7 +13,9 @@ from tests.test_checkout import bearer, checkout_app_overrides, error_of
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe) -> Any:
+async def client(
+    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
+) -> Any:
     return await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe)))
 
 
@@ -31,8 +33,19 @@ async def test_owner_reads_the_order_with_its_items(client: Any, db_pool: asyncp
     assert body["items"] == [
         {"product_id": mug, "name": "Product MUG", "quantity": 2, "unit_amount": 1250, "currency": "eur"}
     ]
-    assert set(body) == {"id", "status", "amount_total", "amount_refunded", "currency", "items", "checkout_url",
-                         "expires_at", "paid_at", "created_at", "updated_at"}
+    assert set(body) == {
+        "id",
+        "status",
+        "amount_total",
+        "amount_refunded",
+        "currency",
+        "items",
+        "checkout_url",
+        "expires_at",
+        "paid_at",
+        "created_at",
+        "updated_at",
+    }
 
 
 async def test_another_users_order_is_404(client: Any, db_pool: asyncpg.Pool) -> None:
@@ -76,8 +89,9 @@ async def test_list_is_own_orders_newest_first_in_pages(client: Any, db_pool: as
     assert seen == list(reversed(mine))
 
 
-@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "nope"},
-                                   {"page": "2"}])
+@pytest.mark.parametrize(
+    "query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "nope"}, {"page": "2"}]
+)
 async def test_bad_list_queries_are_422(client: Any, query: dict[str, str]) -> None:
     response = await client.get("/v1/orders", params=query, headers=bearer("alice"))
     await error_of(response, 422, "validation_failed")

@@ -101,7 +101,7 @@ async def test_unreachable_database_at_startup(aiohttp_client: Any) -> None:
 
 
 class SwitchablePool:
-    """Stands in for the app's pool (installed during startup): calls go to `target`, which a test can swap."""
+    """Stands in for the app's pool (installed at startup): calls go to `target`, which a test swaps."""
 
     def __init__(self) -> None:
         self.target: Any = None

@@ -48,9 +48,17 @@ def test_defaults_are_valid_in_development() -> None:
 
 
 def test_values_are_parsed() -> None:
-    settings = load_settings({**BASE_ENV, "PORT": "9000", "DEBUG": "yes", "SHUTDOWN_DRAIN_SECONDS": "2.5",
-                              "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.0.0/16", "STRIPE_LIVEMODE": "",
-                              "APP_ENV": "Development"})
+    settings = load_settings(
+        {
+            **BASE_ENV,
+            "PORT": "9000",
+            "DEBUG": "yes",
+            "SHUTDOWN_DRAIN_SECONDS": "2.5",
+            "TRUSTED_PROXIES": "10.0.0.0/8, 192.168.0.0/16",
+            "STRIPE_LIVEMODE": "",
+            "APP_ENV": "Development",
+        }
+    )
     assert settings.port == 9000
     assert settings.debug is True
     assert settings.shutdown_drain_seconds == 2.5
@@ -60,22 +68,34 @@ def test_values_are_parsed() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    problems = problems_of({
-        **BASE_ENV,
-        "PORT": "not-a-number",
-        "DEBUG": "maybe",
-        "APP_ENV": "staging",
-        "WORKERS": "0",
-        "JSON_BODY_LIMIT": "0",
-        "TRUSTED_PROXIES": "10.0.0.0/33",
-        "CORS_ORIGINS": "https://shop.example/path",
-        "JWT_SECRET": "short",
-        "LOG_LEVEL": "LOUD",
-        "RATE_LIMIT_STORE": "redis",
-    })
+    problems = problems_of(
+        {
+            **BASE_ENV,
+            "PORT": "not-a-number",
+            "DEBUG": "maybe",
+            "APP_ENV": "staging",
+            "WORKERS": "0",
+            "JSON_BODY_LIMIT": "0",
+            "TRUSTED_PROXIES": "10.0.0.0/33",
+            "CORS_ORIGINS": "https://shop.example/path",
+            "JWT_SECRET": "short",
+            "LOG_LEVEL": "LOUD",
+            "RATE_LIMIT_STORE": "redis",
+        }
+    )
     text = "\n".join(problems)
-    for name in ("PORT", "DEBUG", "APP_ENV", "WORKERS", "JSON_BODY_LIMIT", "TRUSTED_PROXIES", "CORS_ORIGINS",
-                 "JWT_SECRET", "LOG_LEVEL", "REDIS_URL"):
+    for name in (
+        "PORT",
+        "DEBUG",
+        "APP_ENV",
+        "WORKERS",
+        "JSON_BODY_LIMIT",
+        "TRUSTED_PROXIES",
+        "CORS_ORIGINS",
+        "JWT_SECRET",
+        "LOG_LEVEL",
+        "REDIS_URL",
+    ):
         assert name in text, name
     assert len(problems) >= 10
 
@@ -93,21 +113,44 @@ GUARDS: list[tuple[str, dict[str, str | None], str]] = [
     ("cors_star_among_others", {"CORS_ORIGINS": "https://shop.example,*"}, "CORS_ORIGINS: '*' is refused"),
     ("hosts_star", {"TRUSTED_HOSTS": "*"}, "TRUSTED_HOSTS: '*' or an empty list is refused in production"),
     ("hosts_empty", {"TRUSTED_HOSTS": ""}, "TRUSTED_HOSTS: '*' or an empty list is refused"),
-    ("webhook_secret_missing", {"STRIPE_WEBHOOK_SECRET": None}, "STRIPE_WEBHOOK_SECRET: required in production"),
-    ("webhook_secret_malformed", {"STRIPE_WEBHOOK_SECRET": "sk_live_notawebhooksecret"},
-     "STRIPE_WEBHOOK_SECRET: every entry must start with whsec_"),
-    ("webhook_secret_one_bad", {"STRIPE_WEBHOOK_SECRET": "whsec_0123456789abcdef,oops"},
-     "STRIPE_WEBHOOK_SECRET: every entry must start with whsec_"),
+    (
+        "webhook_secret_missing",
+        {"STRIPE_WEBHOOK_SECRET": None},
+        "STRIPE_WEBHOOK_SECRET: required in production",
+    ),
+    (
+        "webhook_secret_malformed",
+        {"STRIPE_WEBHOOK_SECRET": "sk_live_notawebhooksecret"},
+        "STRIPE_WEBHOOK_SECRET: every entry must start with whsec_",
+    ),
+    (
+        "webhook_secret_one_bad",
+        {"STRIPE_WEBHOOK_SECRET": "whsec_0123456789abcdef,oops"},
+        "STRIPE_WEBHOOK_SECRET: every entry must start with whsec_",
+    ),
     ("secret_key_missing", {"STRIPE_SECRET_KEY": None}, "STRIPE_SECRET_KEY: required in production"),
-    ("secret_key_malformed", {"STRIPE_SECRET_KEY": "pk_live_publishablekey"},
-     "STRIPE_SECRET_KEY: must start with sk_test_, sk_live_, rk_test_ or rk_live_"),
+    (
+        "secret_key_malformed",
+        {"STRIPE_SECRET_KEY": "pk_live_publishablekey"},
+        "STRIPE_SECRET_KEY: must start with sk_test_, sk_live_, rk_test_ or rk_live_",
+    ),
     ("issuer_missing", {"JWT_ISSUER": None}, "JWT_ISSUER and JWT_AUDIENCE: required in production"),
     ("audience_missing", {"JWT_AUDIENCE": None}, "JWT_ISSUER and JWT_AUDIENCE: required in production"),
-    ("no_key_source", {"JWT_SECRET": None}, "JWT_SECRET or JWT_JWKS_URL: a key source is required in production"),
-    ("jwks_plain_http", {"JWT_SECRET": None, "JWT_JWKS_URL": "http://idp.example/jwks.json"},
-     "JWT_JWKS_URL: must be an https:// URL in production"),
-    ("cookie_not_secure", {"AUTH_COOKIE_SECURE": "false"},
-     "AUTH_COOKIE_SECURE: the refresh cookie must be Secure in production"),
+    (
+        "no_key_source",
+        {"JWT_SECRET": None},
+        "JWT_SECRET or JWT_JWKS_URL: a key source is required in production",
+    ),
+    (
+        "jwks_plain_http",
+        {"JWT_SECRET": None, "JWT_JWKS_URL": "http://idp.example/jwks.json"},
+        "JWT_JWKS_URL: must be an https:// URL in production",
+    ),
+    (
+        "cookie_not_secure",
+        {"AUTH_COOKIE_SECURE": "false"},
+        "AUTH_COOKIE_SECURE: the refresh cookie must be Secure in production",
+    ),
     ("debug_on", {"DEBUG": "true"}, "DEBUG: must be off in production"),
     ("database_missing", {"DATABASE_URL": None}, "DATABASE_URL: required in production"),
 ]
@@ -139,12 +182,25 @@ def test_the_guards_are_for_production(changes: dict[str, str | None], message: 
 
 
 def test_every_production_guard_at_once() -> None:
-    env = {"APP_ENV": "production", "CORS_ORIGINS": "*", "TRUSTED_HOSTS": "*", "AUTH_COOKIE_SECURE": "false",
-           "DEBUG": "true"}
+    env = {
+        "APP_ENV": "production",
+        "CORS_ORIGINS": "*",
+        "TRUSTED_HOSTS": "*",
+        "AUTH_COOKIE_SECURE": "false",
+        "DEBUG": "true",
+    }
     problems = problems_of(env)
-    for prefix in ("CORS_ORIGINS", "TRUSTED_HOSTS", "STRIPE_WEBHOOK_SECRET", "STRIPE_SECRET_KEY",
-                   "JWT_ISSUER and JWT_AUDIENCE", "JWT_SECRET or JWT_JWKS_URL", "AUTH_COOKIE_SECURE", "DEBUG",
-                   "DATABASE_URL"):
+    for prefix in (
+        "CORS_ORIGINS",
+        "TRUSTED_HOSTS",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_SECRET_KEY",
+        "JWT_ISSUER and JWT_AUDIENCE",
+        "JWT_SECRET or JWT_JWKS_URL",
+        "AUTH_COOKIE_SECURE",
+        "DEBUG",
+        "DATABASE_URL",
+    ):
         assert any(p.startswith(prefix) for p in problems), prefix
 
 
@@ -175,18 +231,29 @@ def check_config(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedPro
     clean["GATEWAY_ENV_FILE"] = str(tmp_path / "absent.env")  # never read a developer's .env
     clean["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config"], env=clean, cwd=tmp_path, capture_output=True,
-        text=True, timeout=60, check=False,
+        [sys.executable, "-m", "gateway", "check-config"],
+        env=clean,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 def test_check_config_fails_listing_every_problem(tmp_path: Path) -> None:
-    result = check_config({"APP_ENV": "production", "CORS_ORIGINS": "*", "TRUSTED_HOSTS": "*", "PORT": "x"},
-                          tmp_path)
+    result = check_config(
+        {"APP_ENV": "production", "CORS_ORIGINS": "*", "TRUSTED_HOSTS": "*", "PORT": "x"}, tmp_path
+    )
     assert result.returncode == 2, result
-    for fragment in ("CORS_ORIGINS: '*' is refused in production", "TRUSTED_HOSTS: '*'",
-                     "STRIPE_WEBHOOK_SECRET: required in production", "STRIPE_SECRET_KEY: required in production",
-                     "DATABASE_URL: required in production", "PORT"):
+    for fragment in (
+        "CORS_ORIGINS: '*' is refused in production",
+        "TRUSTED_HOSTS: '*'",
+        "STRIPE_WEBHOOK_SECRET: required in production",
+        "STRIPE_SECRET_KEY: required in production",
+        "DATABASE_URL: required in production",
+        "PORT",
+    ):
         assert fragment in result.stderr, fragment
     report: Any = orjson.loads(result.stdout)
     assert report["status"] == "invalid"
@@ -209,8 +276,15 @@ def test_check_config_reads_the_env_file(tmp_path: Path) -> None:
     env_file.write_text("# comment\nexport PORT=9100\nTRUSTED_HOSTS='api.shop.example'\n", encoding="utf-8")
     clean = {k: v for k, v in os.environ.items() if k not in {f.metadata["env"] for f in SETTING_FIELDS}}
     clean.update({"GATEWAY_ENV_FILE": str(env_file), "PYTHONPATH": str(ROOT)})
-    result = subprocess.run([sys.executable, "-m", "gateway", "check-config"], env=clean, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config"],
+        env=clean,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     settings = orjson.loads(result.stdout)["settings"]
     assert settings["PORT"] == 9100

@@ -36,12 +36,19 @@ async def test_paid_and_expired_for_one_order_race_to_paid(client: Any, db_pool:
             seeded = await seed_order(con, stock=10, quantity=2)
         pi_id, ch_id, cs_id = new_id("pi"), new_id("ch"), new_id("cs_test")
         events = [
-            make_event("checkout.session.completed",
-                       checkout_session(seeded.order_id, session_id=cs_id, payment_intent=pi_id)),
-            make_event("payment_intent.succeeded", payment_intent(seeded.order_id, pi_id=pi_id, charge_id=ch_id)),
-            make_event("checkout.session.expired",
-                       checkout_session(seeded.order_id, session_id=cs_id, status="expired",
-                                        payment_status="unpaid")),
+            make_event(
+                "checkout.session.completed",
+                checkout_session(seeded.order_id, session_id=cs_id, payment_intent=pi_id),
+            ),
+            make_event(
+                "payment_intent.succeeded", payment_intent(seeded.order_id, pi_id=pi_id, charge_id=ch_id)
+            ),
+            make_event(
+                "checkout.session.expired",
+                checkout_session(
+                    seeded.order_id, session_id=cs_id, status="expired", payment_status="unpaid"
+                ),
+            ),
         ]
         # each event twice, all at once: duplicates of a concurrent delivery must be answered "duplicate"
         responses = await asyncio.gather(*(post_event(client, e) for e in events + events))
@@ -56,11 +63,17 @@ async def test_paid_and_expired_for_one_order_race_to_paid(client: Any, db_pool:
             types = await bridge_types(con, seeded.order_id)
             assert types.count("ORDER_PAID") == 1, types
             assert set(types) <= {"ORDER_PAID", "ORDER_EXPIRED"}
-            assert await con.fetchval(
-                "SELECT count(*) FROM webhook_events WHERE order_id = $1::uuid AND status = 'processed'",
-                seeded.order_id) >= 2
-            assert await con.fetchval("SELECT count(*) FROM payments WHERE order_id = $1::uuid",
-                                      seeded.order_id) == 1
+            assert (
+                await con.fetchval(
+                    "SELECT count(*) FROM webhook_events WHERE order_id = $1::uuid AND status = 'processed'",
+                    seeded.order_id,
+                )
+                >= 2
+            )
+            assert (
+                await con.fetchval("SELECT count(*) FROM payments WHERE order_id = $1::uuid", seeded.order_id)
+                == 1
+            )
 
 
 async def test_orders_sharing_products_never_deadlock(client: Any, db_pool: asyncpg.Pool) -> None:
@@ -76,9 +89,13 @@ async def test_orders_sharing_products_never_deadlock(client: Any, db_pool: asyn
             for i in range(6):
                 items = [(products[(i + k) % 4], 1 + (i + round_) % 3) for k in range(3)]
                 orders.append(await create_order(con, items, user_id=f"user-{i}"))
-        failed = [make_event("payment_intent.payment_failed",
-                             payment_intent(o, status="requires_payment_method", failure_code="card_declined"))
-                  for o in orders[::2]]
+        failed = [
+            make_event(
+                "payment_intent.payment_failed",
+                payment_intent(o, status="requires_payment_method", failure_code="card_declined"),
+            )
+            for o in orders[::2]
+        ]
         await _all_ok(list(await asyncio.gather(*(post_event(client, e) for e in failed))))
 
         racing = []
@@ -86,8 +103,12 @@ async def test_orders_sharing_products_never_deadlock(client: Any, db_pool: asyn
             if i % 2 == 0:  # released -> committed (retake)
                 racing.append(make_event("payment_intent.succeeded", payment_intent(order_id)))
             elif i % 4 == 1:  # held -> released
-                racing.append(make_event("checkout.session.expired",
-                                         checkout_session(order_id, status="expired", payment_status="unpaid")))
+                racing.append(
+                    make_event(
+                        "checkout.session.expired",
+                        checkout_session(order_id, status="expired", payment_status="unpaid"),
+                    )
+                )
             else:  # held -> committed
                 racing.append(make_event("checkout.session.completed", checkout_session(order_id)))
         statuses = await _all_ok(list(await asyncio.gather(*(post_event(client, e) for e in racing))))
@@ -102,11 +123,16 @@ async def test_orders_sharing_products_never_deadlock(client: Any, db_pool: asyn
                 assert held == 0
                 assert available + committed == initial, (product, available, held, committed)
             # every paid order holds its units committed exactly once
-            assert await con.fetchval(
-                "SELECT count(*) FROM stock_reservations r JOIN orders o ON o.id = r.order_id "
-                "WHERE (o.status = 'paid') <> (r.state = 'committed')") == 0
+            assert (
+                await con.fetchval(
+                    "SELECT count(*) FROM stock_reservations r JOIN orders o ON o.id = r.order_id "
+                    "WHERE (o.status = 'paid') <> (r.state = 'committed')"
+                )
+                == 0
+            )
             deadlocks = await con.fetchval(
-                "SELECT count(*) FROM webhook_events WHERE last_error ILIKE '%deadlock%'")
+                "SELECT count(*) FROM webhook_events WHERE last_error ILIKE '%deadlock%'"
+            )
             assert deadlocks == 0
 
 
@@ -119,6 +145,7 @@ async def test_fifty_concurrent_copies_of_each_event_type(client: Any, db_pool: 
     async with db_pool.acquire() as con:
         assert await stock_of(con, seeded.product_ids[0]) == (4, 0, 1)
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID"]
-        ledger = await con.fetchrow("SELECT status, attempts FROM webhook_events WHERE stripe_event_id = $1",
-                                    event["id"])
+        ledger = await con.fetchrow(
+            "SELECT status, attempts FROM webhook_events WHERE stripe_event_id = $1", event["id"]
+        )
         assert ledger is not None and (ledger["status"], ledger["attempts"]) == ("processed", 1)

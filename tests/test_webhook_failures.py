@@ -44,7 +44,7 @@ async def test_handler_exception_rolls_back_and_the_retry_processes(
     real = HANDLERS["payment_intent.succeeded"]
 
     async def explode_after_the_work(unit: Any, ev: Any) -> Any:
-        outcome = await real(unit, ev)  # order paid, stock committed, payment row, audit and bridge queued
+        await real(unit, ev)  # order paid, stock committed, payment row, audit and bridge queued
         await unit.flush()
         raise RuntimeError("boom after the business changes")
 
@@ -123,8 +123,12 @@ async def test_a_200_is_only_sent_after_the_commit(client: Any, db_pool: asyncpg
             ledger = await ledger_row(con, event["id"])
             assert ledger is not None and ledger["status"] == "processed"
             assert await con.fetchval("SELECT status FROM orders WHERE id = $1", ledger["order_id"]) == "paid"
-            assert await con.fetchval("SELECT count(*) FROM bridge_events WHERE source_event_id = $1",
-                                      event["id"]) == 1
+            assert (
+                await con.fetchval(
+                    "SELECT count(*) FROM bridge_events WHERE source_event_id = $1", event["id"]
+                )
+                == 1
+            )
 
     await asyncio.gather(*(deliver_and_look(e) for e in events))
 
@@ -163,7 +167,10 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 dst.close()
 
-        for task in (asyncio.create_task(pipe(reader, up_writer)), asyncio.create_task(pipe(up_reader, writer))):
+        for task in (
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -202,8 +209,13 @@ def proxied_client(aiohttp_client: Any, database_url: str, proxy: TcpProxy) -> C
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{proxy.port}"
     url = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-    settings = make_settings(DB_ACQUIRE_TIMEOUT="2", DB_COMMAND_TIMEOUT="2", DB_POOL_MIN="1", DB_POOL_MAX="4",
-                             RATE_LIMIT_WEBHOOK_MAX="100000")
+    settings = make_settings(
+        DB_ACQUIRE_TIMEOUT="2",
+        DB_COMMAND_TIMEOUT="2",
+        DB_POOL_MIN="1",
+        DB_POOL_MAX="4",
+        RATE_LIMIT_WEBHOOK_MAX="100000",
+    )
 
     async def make() -> Any:
         return await aiohttp_client(create_app(settings, database_url=url))
@@ -229,7 +241,9 @@ async def test_database_down_answers_503_then_the_same_delivery_applies_once(
     await proxy.cut()
     await _expect_503(await post_event(client, event))
     await _expect_503(await post_event(client, event))
-    async with db_pool.acquire() as con:  # the direct pool still reaches the database: nothing was acknowledged
+    async with (
+        db_pool.acquire() as con
+    ):  # the direct pool still reaches the database: nothing was acknowledged
         assert await ledger_row(con, event["id"]) is None
         assert (await order_row(con, seeded.order_id))["status"] == "pending"
 

@@ -38,12 +38,18 @@ REFUND_UPDATED_2020 = SYNC + "refund.updated__2020-03-02_1KJrGtJDPo.json"
 DISPUTE_2020 = SYNC + "charge.dispute.created__2020-03-02_3KtQThJDPo.json"
 CHARGE_REFUNDED_2020 = "stripe-events/stripe-ruby-mock/charge.refunded__2020-08-27_0000000000.json"
 CHARGE_REFUNDED_2022 = "constructed/pay/constructed__charge.refunded__2022-08-01__ch_chargeid.json"
-SUB_CHECKOUT_2022 = ("constructed/pay/constructed__checkout.session.completed__2022-08-01__"
-                     "cs_test_a1UejXx8ebIdTzFolicVypUAZpOBVkoQKDbaarXoPlPVtj8p0zujPEEhjT.json")
+SUB_CHECKOUT_2022 = (
+    "constructed/pay/constructed__checkout.session.completed__2022-08-01__"
+    "cs_test_a1UejXx8ebIdTzFolicVypUAZpOBVkoQKDbaarXoPlPVtj8p0zujPEEhjT.json"
+)
 MOCK = "constructed/stripe-mock/"
-PI_FAILED_BASIL = MOCK + "constructed__payment_intent.payment_failed__2025-03-31.basil__pi_1PgafyB7WZ01zgkWSjxsAJo3.json"
+PI_FAILED_BASIL = (
+    MOCK + "constructed__payment_intent.payment_failed__2025-03-31.basil__pi_1PgafyB7WZ01zgkWSjxsAJo3.json"
+)
 REFUND_BASIL = MOCK + "constructed__refund.created__2025-03-31.basil__re_1Pgc72B7WZ01zgkWqPvrRrPE.json"
-DISPUTE_BASIL = MOCK + "constructed__charge.dispute.created__2025-03-31.basil__dp_1Pgc71B7WZ01zgkWMevJiAUx.json"
+DISPUTE_BASIL = (
+    MOCK + "constructed__charge.dispute.created__2025-03-31.basil__dp_1Pgc71B7WZ01zgkWMevJiAUx.json"
+)
 
 
 @pytest.fixture
@@ -63,13 +69,19 @@ def ts(event: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(event["created"], UTC)
 
 
-async def paid_bridge_payloads(con: asyncpg.Connection, order_id: str, event_type: str) -> list[dict[str, Any]]:
+async def paid_bridge_payloads(
+    con: asyncpg.Connection, order_id: str, event_type: str
+) -> list[dict[str, Any]]:
     rows = await con.fetch(
         "SELECT payload, metadata, user_id, app_source FROM bridge_events "
-        "WHERE payload->>'order_id' = $1 AND event_type = $2 ORDER BY id", order_id, event_type,
+        "WHERE payload->>'order_id' = $1 AND event_type = $2 ORDER BY id",
+        order_id,
+        event_type,
     )
-    return [{**r["payload"], "_metadata": r["metadata"], "_user": r["user_id"], "_app": r["app_source"]}
-            for r in rows]
+    return [
+        {**r["payload"], "_metadata": r["metadata"], "_user": r["user_id"], "_app": r["app_source"]}
+        for r in rows
+    ]
 
 
 # ------------------------------------------------------------------ checkout sessions
@@ -101,17 +113,23 @@ async def test_checkout_completed_2020_fixture_pays_the_order(client: Any, db_po
         assert payload["session_id"] == session["id"] and payload["_user"] == "user-1"
         assert payload["_metadata"] == {"version": "v1", "origin": "webhook"}
         ledger = await ledger_row(con, event["id"])
-        assert ledger is not None and ledger["status"] == "processed" and str(ledger["order_id"]) == seeded.order_id
+        assert (
+            ledger is not None
+            and ledger["status"] == "processed"
+            and str(ledger["order_id"]) == seeded.order_id
+        )
         assert ledger["api_version"] == "2020-03-02" and ledger["livemode"] is True
 
 
-async def test_subscription_mode_checkout_is_ignored(client: Any, db_pool: asyncpg.Pool) -> None:
+async def test_subscription_mode_checkout_makes_no_order(client: Any, db_pool: asyncpg.Pool) -> None:
+    # subscription checkouts belong to the subscription handlers: no order, no ORDER_* bridge event
     event = fixture_event(SUB_CHECKOUT_2022)
-    body = await deliver(client, event, "ignored")
-    assert body["event_id"] == event["id"]
+    response = await post_event(client, event)
+    assert response.status == 200
+    assert (await response.json())["status"] in ("processed", "ignored")
     async with db_pool.acquire() as con:
         assert await con.fetchval("SELECT count(*) FROM orders") == 0
-        assert await con.fetchval("SELECT count(*) FROM bridge_events") == 0
+        assert await con.fetchval("SELECT count(*) FROM bridge_events WHERE event_type LIKE 'ORDER_%'") == 0
 
 
 async def test_payment_link_checkout_creates_the_order(client: Any, db_pool: asyncpg.Pool) -> None:
@@ -141,7 +159,9 @@ async def test_async_payment_succeeded_after_unpaid_completion(client: Any, db_p
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=4, quantity=1)
     pi_id = new_id("pi")
-    unpaid = checkout_session(seeded.order_id, amount_total=1000, payment_status="unpaid", payment_intent=pi_id)
+    unpaid = checkout_session(
+        seeded.order_id, amount_total=1000, payment_status="unpaid", payment_intent=pi_id
+    )
     completed = make_event("checkout.session.completed", unpaid)
 
     body = await deliver(client, completed)
@@ -162,7 +182,9 @@ async def test_async_payment_succeeded_after_unpaid_completion(client: Any, db_p
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID"]
 
 
-async def test_async_payment_failed_fails_the_order_and_releases_stock(client: Any, db_pool: asyncpg.Pool) -> None:
+async def test_async_payment_failed_fails_the_order_and_releases_stock(
+    client: Any, db_pool: asyncpg.Pool
+) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=4, quantity=3)
     session = checkout_session(seeded.order_id, payment_status="unpaid", payment_intent=new_id("pi"))
@@ -197,18 +219,26 @@ async def test_checkout_expired_releases_stock_once(client: Any, db_pool: asyncp
 
 
 @pytest.mark.parametrize("shape", ["fixture_2020", "legacy_charges_2020_08", "latest_charge_current"])
-async def test_payment_intent_succeeded_in_every_shape(client: Any, db_pool: asyncpg.Pool, shape: str) -> None:
+async def test_payment_intent_succeeded_in_every_shape(
+    client: Any, db_pool: asyncpg.Pool, shape: str
+) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=1, unit_amount=1000)
     charge_id = new_id("ch")
     if shape == "fixture_2020":
         event = fixture_event(PI_SUCCEEDED_2020)
-        event = retarget(event, metadata={"order_id": seeded.order_id}, status="succeeded", latest_charge=charge_id)
+        event = retarget(
+            event, metadata={"order_id": seeded.order_id}, status="succeeded", latest_charge=charge_id
+        )
     else:
-        pi = payment_intent(seeded.order_id, 1000, charge_id=charge_id,
-                            legacy_charges=shape == "legacy_charges_2020_08")
-        event = make_event("payment_intent.succeeded", pi,
-                           api_version="2020-08-27" if shape.startswith("legacy") else "2025-03-31.basil")
+        pi = payment_intent(
+            seeded.order_id, 1000, charge_id=charge_id, legacy_charges=shape == "legacy_charges_2020_08"
+        )
+        event = make_event(
+            "payment_intent.succeeded",
+            pi,
+            api_version="2020-08-27" if shape.startswith("legacy") else "2025-03-31.basil",
+        )
     pi_id = event["data"]["object"]["id"]
 
     await deliver(client, event)
@@ -221,26 +251,41 @@ async def test_payment_intent_succeeded_in_every_shape(client: Any, db_pool: asy
         payment = await con.fetchrow("SELECT * FROM payments WHERE order_id = $1::uuid", seeded.order_id)
         assert payment is not None
         assert (payment["stripe_payment_intent_id"], payment["stripe_charge_id"], payment["status"]) == (
-            pi_id, charge_id, "succeeded")
+            pi_id,
+            charge_id,
+            "succeeded",
+        )
         assert payment["amount"] == 1000
         assert await stock_of(con, seeded.product_ids[0]) == (4, 0, 1)
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID"]
 
 
 @pytest.mark.parametrize("fixture", [PI_FAILED_2020, PI_FAILED_BASIL])
-async def test_payment_intent_failed_fails_and_releases(client: Any, db_pool: asyncpg.Pool, fixture: str) -> None:
+async def test_payment_intent_failed_fails_and_releases(
+    client: Any, db_pool: asyncpg.Pool, fixture: str
+) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=2)
-    event = retarget(fixture_event(fixture), metadata={"order_id": seeded.order_id},
-                     last_payment_error={"code": "card_declined", "decline_code": "insufficient_funds",
-                                         "message": "Your card has insufficient funds.", "type": "card_error"})
+    event = retarget(
+        fixture_event(fixture),
+        metadata={"order_id": seeded.order_id},
+        last_payment_error={
+            "code": "card_declined",
+            "decline_code": "insufficient_funds",
+            "message": "Your card has insufficient funds.",
+            "type": "card_error",
+        },
+    )
     await deliver(client, event)
     async with db_pool.acquire() as con:
         order = await order_row(con, seeded.order_id)
         assert order["status"] == "failed" and order["status_reason"] == "card_declined"
         assert order["stripe_payment_intent_id"] == event["data"]["object"]["id"]
         assert await stock_of(con, seeded.product_ids[0]) == (5, 0, 0)
-        assert await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id) == "failed"
+        assert (
+            await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id)
+            == "failed"
+        )
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAYMENT_FAILED"]
 
     # a later success (another card) pays the order and takes the stock again, once
@@ -250,16 +295,22 @@ async def test_payment_intent_failed_fails_and_releases(client: Any, db_pool: as
         order = await order_row(con, seeded.order_id)
         assert order["status"] == "paid"
         assert await stock_of(con, seeded.product_ids[0]) == (3, 0, 2)
-        assert await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid",
-                                  seeded.order_id) == "succeeded"
+        assert (
+            await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id)
+            == "succeeded"
+        )
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAYMENT_FAILED", "ORDER_PAID"]
 
 
 async def test_payment_intent_canceled_cancels_and_releases(client: Any, db_pool: asyncpg.Pool) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=2)
-    event = retarget(fixture_event(PI_CANCELED_2020), metadata={"order_id": seeded.order_id},
-                     status="canceled", cancellation_reason="abandoned")
+    event = retarget(
+        fixture_event(PI_CANCELED_2020),
+        metadata={"order_id": seeded.order_id},
+        status="canceled",
+        cancellation_reason="abandoned",
+    )
     await deliver(client, event)
     async with db_pool.acquire() as con:
         order = await order_row(con, seeded.order_id)
@@ -275,11 +326,20 @@ async def test_payment_intent_canceled_cancels_and_releases(client: Any, db_pool
 # ------------------------------------------------------------------ refunds and disputes
 
 
-async def _paid_order(client: Any, db_pool: asyncpg.Pool, *, unit_amount: int, quantity: int = 1,
-                      pi_id: str | None = None, charge_id: str | None = None) -> tuple[str, int]:
+async def _paid_order(
+    client: Any,
+    db_pool: asyncpg.Pool,
+    *,
+    unit_amount: int,
+    quantity: int = 1,
+    pi_id: str | None = None,
+    charge_id: str | None = None,
+) -> tuple[str, int]:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=quantity, unit_amount=unit_amount, currency="usd")
-    pi = payment_intent(seeded.order_id, unit_amount * quantity, currency="usd", pi_id=pi_id, charge_id=charge_id)
+    pi = payment_intent(
+        seeded.order_id, unit_amount * quantity, currency="usd", pi_id=pi_id, charge_id=charge_id
+    )
     await deliver(client, make_event("payment_intent.succeeded", pi))
     return seeded.order_id, seeded.product_ids[0]
 
@@ -309,8 +369,14 @@ async def test_charge_refunded_partial_then_full(client: Any, db_pool: asyncpg.P
         assert await bridge_types(con, order_id) == ["ORDER_PAID", "ORDER_REFUNDED", "ORDER_REFUNDED"]
         refunds = await paid_bridge_payloads(con, order_id, "ORDER_REFUNDED")
         assert [(p["status"], p["amount_refunded"]) for p in refunds] == [
-            ("partially_refunded", 500), ("refunded", 1500)]
-        assert await audit_actions(con, order_id) == ["order.paid", "order.refund_applied", "order.refund_applied"]
+            ("partially_refunded", 500),
+            ("refunded", 1500),
+        ]
+        assert await audit_actions(con, order_id) == [
+            "order.paid",
+            "order.refund_applied",
+            "order.refund_applied",
+        ]
 
 
 async def test_charge_refunded_2020_fixture_implies_the_payment(client: Any, db_pool: asyncpg.Pool) -> None:
@@ -329,14 +395,17 @@ async def test_charge_refunded_2020_fixture_implies_the_payment(client: Any, db_
 
 
 @pytest.mark.parametrize("fixtures", [(REFUND_CREATED_2020, REFUND_UPDATED_2020), (REFUND_BASIL, None)])
-async def test_refund_events_record_the_refund(client: Any, db_pool: asyncpg.Pool,
-                                               fixtures: tuple[str, str | None]) -> None:
+async def test_refund_events_record_the_refund(
+    client: Any, db_pool: asyncpg.Pool, fixtures: tuple[str, str | None]
+) -> None:
     created_name, updated_name = fixtures
     created = fixture_event(created_name)
     refund = created["data"]["object"]
     amount = refund["amount"]
     # the order is 3x the refund; it knows the refund's charge (set by the payment event)
-    order_id, _ = await _paid_order(client, db_pool, unit_amount=amount, quantity=3, charge_id=refund["charge"])
+    order_id, _ = await _paid_order(
+        client, db_pool, unit_amount=amount, quantity=3, charge_id=refund["charge"]
+    )
 
     pending = retarget(created, status="pending")
     await deliver(client, pending)
@@ -345,7 +414,11 @@ async def test_refund_events_record_the_refund(client: Any, db_pool: asyncpg.Poo
         assert row is not None and row["status"] == "pending" and str(row["order_id"]) == order_id
         assert (await order_row(con, order_id))["amount_refunded"] == 0
 
-    updated = fixture_event(updated_name) if updated_name else retarget(fixture_event(created_name), status="succeeded")
+    updated = (
+        fixture_event(updated_name)
+        if updated_name
+        else retarget(fixture_event(created_name), status="succeeded")
+    )
     updated["type"] = "refund.updated"
     await deliver(client, updated)
     # a stale "pending" re-send never moves a succeeded refund back
@@ -362,8 +435,9 @@ async def test_refund_events_record_the_refund(client: Any, db_pool: asyncpg.Poo
 async def test_dispute_created_disputes_the_order(client: Any, db_pool: asyncpg.Pool, fixture: str) -> None:
     event = fixture_event(fixture)
     dispute = event["data"]["object"]
-    order_id, product = await _paid_order(client, db_pool, unit_amount=dispute["amount"],
-                                          charge_id=dispute["charge"])
+    order_id, product = await _paid_order(
+        client, db_pool, unit_amount=dispute["amount"], charge_id=dispute["charge"]
+    )
     await deliver(client, event)
     await deliver(client, event, "duplicate")
     async with db_pool.acquire() as con:
@@ -378,8 +452,14 @@ async def test_dispute_created_disputes_the_order(client: Any, db_pool: asyncpg.
 
     # a full refund of a disputed order ends it refunded
     from tests.stripe_events import charge
-    refunded = charge(order_id, dispute["amount"], currency="usd", charge_id=dispute["charge"],
-                      amount_refunded=dispute["amount"])
+
+    refunded = charge(
+        order_id,
+        dispute["amount"],
+        currency="usd",
+        charge_id=dispute["charge"],
+        amount_refunded=dispute["amount"],
+    )
     await deliver(client, make_event("charge.refunded", refunded))
     async with db_pool.acquire() as con:
         order = await order_row(con, order_id)
@@ -401,13 +481,26 @@ async def test_dispute_created_disputes_the_order(client: Any, db_pool: asyncpg.
         b'{"id": "evt_123", "type": "payment_intent.succeeded", "data": {"object": {}}}',
         b'{"id": "evt_123", "type": "payment_intent.succeeded", "created": "yesterday", "data": {"object": {}}}',
     ],
-    ids=["not-json", "array", "no-id", "id-not-evt", "no-data-object", "no-data", "no-created", "created-text"],
+    ids=[
+        "not-json",
+        "array",
+        "no-id",
+        "id-not-evt",
+        "no-data-object",
+        "no-data",
+        "no-created",
+        "created-text",
+    ],
 )
-async def test_envelope_errors_are_400_and_record_nothing(client: Any, db_pool: asyncpg.Pool, body: bytes) -> None:
+async def test_envelope_errors_are_400_and_record_nothing(
+    client: Any, db_pool: asyncpg.Pool, body: bytes
+) -> None:
     from tests.conftest import TEST_WEBHOOK_SECRET
     from tests.stripe_events import signed_headers
 
-    response = await client.post("/stripe/webhook", data=body, headers=signed_headers(body, TEST_WEBHOOK_SECRET))
+    response = await client.post(
+        "/stripe/webhook", data=body, headers=signed_headers(body, TEST_WEBHOOK_SECRET)
+    )
     assert response.status == 400
     error = (await response.json())["error"]
     assert error["code"] == "invalid_event"
@@ -416,12 +509,15 @@ async def test_envelope_errors_are_400_and_record_nothing(client: Any, db_pool: 
         assert await con.fetchval("SELECT count(*) FROM webhook_events") == 0
 
 
-async def test_livemode_deployment_refuses_test_events(aiohttp_client: Any, app_factory: Any,
-                                                       db_pool: asyncpg.Pool) -> None:
+async def test_livemode_deployment_refuses_test_events(
+    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool
+) -> None:
     live = await aiohttp_client(app_factory(STRIPE_LIVEMODE="true"))
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=1)
-    event = retarget(fixture_event(PI_SUCCEEDED_2020), metadata={"order_id": seeded.order_id}, status="succeeded")
+    event = retarget(
+        fixture_event(PI_SUCCEEDED_2020), metadata={"order_id": seeded.order_id}, status="succeeded"
+    )
     assert event["livemode"] is False
 
     response = await post_event(live, event)

@@ -56,13 +56,31 @@ def gateways(database_url: str, tmp_path: Path) -> Iterator[list[int]]:
     try:
         for index in range(2):
             port = _free_port()
-            env = {**os.environ, **BASE_ENV, "DATABASE_URL": database_url, "HOST": "127.0.0.1", "PORT": str(port),
-                   "METRICS_PORT": "0", "WORKERS": "1", "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "10",
-                   "RATE_LIMIT_WEBHOOK_MAX": "100000", "SHUTDOWN_DRAIN_SECONDS": "0", "SHUTDOWN_TIMEOUT_SECONDS": "1"}
+            env = {
+                **os.environ,
+                **BASE_ENV,
+                "DATABASE_URL": database_url,
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "METRICS_PORT": "0",
+                "WORKERS": "1",
+                "LOG_LEVEL": "WARNING",
+                "DB_POOL_MAX": "10",
+                "RATE_LIMIT_WEBHOOK_MAX": "100000",
+                "SHUTDOWN_DRAIN_SECONDS": "0",
+                "SHUTDOWN_TIMEOUT_SECONDS": "1",
+            }
             log = tmp_path / f"gateway-{index}.log"
             with log.open("wb") as out:
-                procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
-                                              stdout=out, stderr=subprocess.STDOUT))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "gateway", "serve"],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             ports.append(port)
         for port, proc, index in zip(ports, procs, range(2), strict=True):
             _wait_healthy(port, proc, tmp_path / f"gateway-{index}.log")
@@ -81,11 +99,20 @@ async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool:
     events: list[dict[str, Any]] = []
     for i, order in enumerate(seeded):
         if i % 3 == 2:
-            events.append(make_event("checkout.session.expired",
-                                     checkout_session(order.order_id, status="expired", payment_status="unpaid")))
-            events.append(make_event("payment_intent.payment_failed",
-                                     payment_intent(order.order_id, status="requires_payment_method",
-                                                    failure_code="card_declined")))
+            events.append(
+                make_event(
+                    "checkout.session.expired",
+                    checkout_session(order.order_id, status="expired", payment_status="unpaid"),
+                )
+            )
+            events.append(
+                make_event(
+                    "payment_intent.payment_failed",
+                    payment_intent(
+                        order.order_id, status="requires_payment_method", failure_code="card_declined"
+                    ),
+                )
+            )
         else:
             events.append(make_event("checkout.session.completed", checkout_session(order.order_id)))
             events.append(make_event("payment_intent.succeeded", payment_intent(order.order_id)))
@@ -95,9 +122,12 @@ async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool:
 
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
+
         async def send(event: dict[str, Any], port: int) -> tuple[str, int, str]:
             body, headers = signed_event(event, TEST_WEBHOOK_SECRET)
-            async with session.post(f"http://127.0.0.1:{port}{WEBHOOK}", data=body, headers=headers) as response:
+            async with session.post(
+                f"http://127.0.0.1:{port}{WEBHOOK}", data=body, headers=headers
+            ) as response:
                 payload = await response.json()
                 assert response.status == 200, payload
                 return event["id"], port, payload["status"]

@@ -32,11 +32,27 @@ from gateway.webhooks.ledger import ingest
 from tests.stripe_events import charge, checkout_session, dispute, make_event, new_id, payment_intent, refund
 from tests.webhook_support import bridge_types, order_row, seed_order, stock_of, to_event
 
-KINDS = ("pi_failed", "completed", "pi_succeeded", "expired", "refund_partial", "refund_updated", "refund_full",
-         "dispute")
+KINDS = (
+    "pi_failed",
+    "completed",
+    "pi_succeeded",
+    "expired",
+    "refund_partial",
+    "refund_updated",
+    "refund_full",
+    "dispute",
+)
 # Seconds after the start of the story; ties come from the drawn offsets collapsing neighbours.
-BASE_OFFSET = {"pi_failed": 0, "completed": 1, "pi_succeeded": 1, "expired": 2, "refund_partial": 3,
-               "refund_updated": 3, "refund_full": 4, "dispute": 5}
+BASE_OFFSET = {
+    "pi_failed": 0,
+    "completed": 1,
+    "pi_succeeded": 1,
+    "expired": 2,
+    "refund_partial": 3,
+    "refund_updated": 3,
+    "refund_full": 4,
+    "dispute": 5,
+}
 PAYING = {"completed", "pi_succeeded", "refund_partial", "refund_updated", "refund_full", "dispute"}
 REAL_PAYMENTS = {"completed", "pi_succeeded"}
 TOTAL = 2000
@@ -47,23 +63,39 @@ def story(order_id: str, kinds: list[str], created: dict[str, int]) -> dict[str,
     """The Stripe events of one order, by kind, with fresh ids (so two orders never share an id)."""
     cs, pi, ch, re_ = new_id("cs_test"), new_id("pi"), new_id("ch"), new_id("re")
     objects: dict[str, tuple[str, dict[str, Any]]] = {
-        "pi_failed": ("payment_intent.payment_failed",
-                      payment_intent(order_id, TOTAL, pi_id=pi, status="requires_payment_method",
-                                     failure_code="card_declined")),
-        "completed": ("checkout.session.completed",
-                      checkout_session(order_id, amount_total=TOTAL, session_id=cs, payment_intent=pi)),
+        "pi_failed": (
+            "payment_intent.payment_failed",
+            payment_intent(
+                order_id, TOTAL, pi_id=pi, status="requires_payment_method", failure_code="card_declined"
+            ),
+        ),
+        "completed": (
+            "checkout.session.completed",
+            checkout_session(order_id, amount_total=TOTAL, session_id=cs, payment_intent=pi),
+        ),
         "pi_succeeded": ("payment_intent.succeeded", payment_intent(order_id, TOTAL, pi_id=pi, charge_id=ch)),
-        "expired": ("checkout.session.expired",
-                    checkout_session(order_id, amount_total=TOTAL, session_id=cs, status="expired",
-                                     payment_status="unpaid")),
-        "refund_partial": ("charge.refunded",
-                           charge(order_id, TOTAL, charge_id=ch, payment_intent=pi, amount_refunded=PARTIAL)),
-        "refund_updated": ("refund.updated",
-                           refund(PARTIAL, charge=ch, payment_intent=pi, refund_id=re_, order_id=order_id)),
-        "refund_full": ("charge.refunded",
-                        charge(order_id, TOTAL, charge_id=ch, payment_intent=pi, amount_refunded=TOTAL)),
-        "dispute": ("charge.dispute.created", {**dispute(TOTAL, charge=ch, payment_intent=pi),
-                                               "metadata": {"order_id": order_id}}),
+        "expired": (
+            "checkout.session.expired",
+            checkout_session(
+                order_id, amount_total=TOTAL, session_id=cs, status="expired", payment_status="unpaid"
+            ),
+        ),
+        "refund_partial": (
+            "charge.refunded",
+            charge(order_id, TOTAL, charge_id=ch, payment_intent=pi, amount_refunded=PARTIAL),
+        ),
+        "refund_updated": (
+            "refund.updated",
+            refund(PARTIAL, charge=ch, payment_intent=pi, refund_id=re_, order_id=order_id),
+        ),
+        "refund_full": (
+            "charge.refunded",
+            charge(order_id, TOTAL, charge_id=ch, payment_intent=pi, amount_refunded=TOTAL),
+        ),
+        "dispute": (
+            "charge.dispute.created",
+            {**dispute(TOTAL, charge=ch, payment_intent=pi), "metadata": {"order_id": order_id}},
+        ),
     }
     return {k: make_event(objects[k][0], objects[k][1], created=created[k]) for k in kinds}
 
@@ -111,23 +143,27 @@ async def pool(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 async def _deliver(pool: asyncpg.Pool, events: list[dict[str, Any]]) -> None:
     for event in events:
-        result = await ingest(pool, to_event(event), request_id=None, handlers_enabled=True, app_source="website")
+        result = await ingest(
+            pool, to_event(event), request_id=None, handlers_enabled=True, app_source="website"
+        )
         assert result.status in ("processed", "stale", "ignored"), (event["type"], result)
         assert result.status != "ignored", (event["type"], result)  # every event must find its order
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories())
-async def test_any_delivery_order_converges(pool: asyncpg.Pool,
-                                            history: tuple[list[str], dict[str, int], list[int]]) -> None:
+async def test_any_delivery_order_converges(
+    pool: asyncpg.Pool, history: tuple[list[str], dict[str, int], list[int]]
+) -> None:
     kinds, created, permutation = history
     timeline = sorted(kinds, key=lambda k: (created[k], KINDS.index(k)))
     shuffled = [timeline[i] for i in permutation]
     await _check(pool, kinds, created, timeline, shuffled)
 
 
-async def _check(pool: asyncpg.Pool, kinds: list[str], created: dict[str, int], timeline: list[str],
-                 shuffled: list[str]) -> None:
+async def _check(
+    pool: asyncpg.Pool, kinds: list[str], created: dict[str, int], timeline: list[str], shuffled: list[str]
+) -> None:
     async with pool.acquire() as con:
         a = await seed_order(con, stock=10, quantity=2, unit_amount=TOTAL // 2)
         b = await seed_order(con, stock=10, quantity=2, unit_amount=TOTAL // 2)
@@ -155,8 +191,11 @@ async def _check(pool: asyncpg.Pool, kinds: list[str], created: dict[str, int], 
         assert state["bridge"].count("ORDER_PAID") == (1 if paid else 0), context
         assert ("ORDER_EXPIRED" in state["bridge"]) == announced(delivered, "expired", PAYING), context
         assert ("ORDER_PAYMENT_FAILED" in state["bridge"]) == announced(
-            delivered, "pi_failed", PAYING | {"expired"}), context
+            delivered, "pi_failed", PAYING | {"expired"}
+        ), context
     # Stock invariant: 10 = available + held + committed, and paid orders hold exactly their 2 units committed.
     available, held, committed = permuted["stock"]
     assert available + held + committed == 10
-    assert (held, committed) == ((0, 2) if paid else (0, 0) if {"pi_failed", "expired"} & set(kinds) else (2, 0))
+    assert (held, committed) == (
+        (0, 2) if paid else (0, 0) if {"pi_failed", "expired"} & set(kinds) else (2, 0)
+    )

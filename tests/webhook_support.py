@@ -53,15 +53,27 @@ class Seeded:
     product_ids: list[int]
 
 
-async def seed_order(con: asyncpg.Connection, *, stock: int = 10, quantity: int = 2, unit_amount: int = 1000,
-                     currency: str = "eur", user_id: str = "user-1", products: list[int] | None = None,
-                     session_id: str | None = None) -> Seeded:
+async def seed_order(
+    con: asyncpg.Connection,
+    *,
+    stock: int = 10,
+    quantity: int = 2,
+    unit_amount: int = 1000,
+    currency: str = "eur",
+    user_id: str = "user-1",
+    products: list[int] | None = None,
+    session_id: str | None = None,
+) -> Seeded:
     """A pending order holding `quantity` of each product (new products unless given)."""
     if products is None:
-        products = [await create_product(con, new_id("SKU", 10), stock=stock, unit_amount=unit_amount,
-                                         currency=currency)]
-    order_id = await create_order(con, [(p, quantity) for p in products], user_id=user_id, currency=currency,
-                                  session_id=session_id)
+        products = [
+            await create_product(
+                con, new_id("SKU", 10), stock=stock, unit_amount=unit_amount, currency=currency
+            )
+        ]
+    order_id = await create_order(
+        con, [(p, quantity) for p in products], user_id=user_id, currency=currency, session_id=session_id
+    )
     return Seeded(order_id, products)
 
 

@@ -1,5 +1,5 @@
-"""Boot checks of the bridge area: the schema registry and the plans file must be valid, or the gateway does not
-start (every problem reported at once, like the settings)."""
+"""Boot checks of the bridge area: the schema registry and the plans file must be valid, or the gateway does
+not start (every problem reported at once, like the settings)."""
 
 from __future__ import annotations
 

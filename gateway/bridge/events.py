@@ -36,12 +36,19 @@ class BridgeRow:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "event_type": self.event_type, "user_id": self.user_id, "app_source": self.app_source,
-            "payload": self.payload, "metadata": self.metadata, "source_event_id": self.source_event_id,
+            "id": self.id,
+            "event_type": self.event_type,
+            "user_id": self.user_id,
+            "app_source": self.app_source,
+            "payload": self.payload,
+            "metadata": self.metadata,
+            "source_event_id": self.source_event_id,
             "created_at": self.created_at.isoformat(),
         }
 
 
-async def page(con: asyncpg.Connection, after: int, limit: int, types: list[str] | None = None) -> list[BridgeRow]:
+async def page(
+    con: asyncpg.Connection, after: int, limit: int, types: list[str] | None = None
+) -> list[BridgeRow]:
     rows = await con.fetch(PAGE, after, limit, types)
     return [BridgeRow(**dict(row)) for row in rows]

@@ -25,7 +25,9 @@ class BridgeWakeup:
         self._channel = channel
         self._con: asyncpg.Connection | None = None
         self._event = asyncio.Event()
-        self.notifications: list[str] = []  # payloads heard ("<id>:<type>"), kept short for tests and debugging
+        self.notifications: list[
+            str
+        ] = []  # payloads heard ("<id>:<type>"), kept short for tests and debugging
 
     def _heard(self, _con: Any, _pid: int, _channel: str, payload: str) -> None:
         self.notifications.append(payload)
@@ -42,11 +44,11 @@ class BridgeWakeup:
             log.warning("bridge listener unavailable; polling only", extra={"code": type(exc).__name__})
             self._con = None
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait for a notification or `timeout` seconds; True when woken by a notification."""
+    async def wait(self, seconds: float) -> bool:
+        """Wait for a notification or `seconds`; True when woken by a notification."""
         await self.start()
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(self._event.wait(), seconds)
         except TimeoutError:
             return False
         finally:

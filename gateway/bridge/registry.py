@@ -1,9 +1,11 @@
-"""The bridge schema registry (`bridge/schema-registry.yaml`): every event type the gateway publishes and its payload.
+"""The bridge schema registry (`bridge/schema-registry.yaml`): every event type the gateway publishes and its
+payload.
 
-`validate_event()` runs for every `UnitOfWork.publish()`: an event whose type is not listed, or whose payload has
-an undeclared key, misses a required one, or carries a value of the wrong type, raises `BridgeSchemaError`, which
-fails the transaction that tried to publish it (the webhook answers 500 and Stripe retries after the fix).
-The file is parsed once per process and checked at boot (`bridge_ctx`).
+`validate_event()` runs for every `UnitOfWork.publish()`: an event whose type is not listed, or whose payload
+has an undeclared key, misses a required one, or carries a value of the wrong type, raises
+`BridgeSchemaError`, which fails the transaction that tried to publish it (the webhook answers 500 and Stripe
+retries after the fix). The file is parsed once per process and checked at boot (`bridge_ctx`).
+
 """
 
 from __future__ import annotations
@@ -76,8 +78,13 @@ class Registry:
     events: Mapping[str, EventSpec]
     metadata: Mapping[str, FieldSpec]
 
-    def validate(self, event_type: str, user_id: object, payload: Mapping[str, Any],
-                 metadata: Mapping[str, Any] | None = None) -> None:
+    def validate(
+        self,
+        event_type: str,
+        user_id: object,
+        payload: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         spec = self.events.get(event_type)
         if spec is None:
             raise BridgeSchemaError(f"bridge event type {event_type!r} is not in the schema registry")
@@ -88,7 +95,9 @@ class Registry:
         if metadata is not None:
             problems.extend(_check_fields(self.metadata, metadata, prefix="metadata."))
         if problems:
-            raise BridgeSchemaError(f"{event_type} does not match the schema registry: " + "; ".join(problems))
+            raise BridgeSchemaError(
+                f"{event_type} does not match the schema registry: " + "; ".join(problems)
+            )
 
 
 def _check_fields(fields: Mapping[str, FieldSpec], values: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -113,8 +122,13 @@ def _field(name: str, raw: Any, where: str) -> FieldSpec:
     enum = raw.get("enum")
     if enum is not None and not isinstance(enum, list):
         raise RegistryFileError(f"{where}.{name}: enum must be a list")
-    return FieldSpec(name, kind, bool(raw.get("required", False)), bool(raw.get("nullable", False)),
-                     tuple(enum) if enum is not None else None)
+    return FieldSpec(
+        name,
+        kind,
+        bool(raw.get("required", False)),
+        bool(raw.get("nullable", False)),
+        tuple(enum) if enum is not None else None,
+    )
 
 
 def parse_registry(document: Any) -> Registry:
@@ -158,6 +172,7 @@ def registry() -> Registry:
     return load_registry()
 
 
-def validate_event(event_type: str, user_id: object, payload: Mapping[str, Any],
-                   metadata: Mapping[str, Any] | None = None) -> None:
+def validate_event(
+    event_type: str, user_id: object, payload: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
+) -> None:
     registry().validate(event_type, user_id, payload, metadata)

@@ -1,14 +1,16 @@
 """The relay: copies bridge (outbox) rows to the external event bridge database (seed 001: a Supabase table).
 
-At least once, exactly once in effect: each round locks the relay cursor row (`bridge_relay_state`, SKIP LOCKED:
-one replica relays at a time), reads the next rows after the cursor, inserts them into the target table with
-`ON CONFLICT (source_event_id, event_type) DO NOTHING`, commits the target, then advances the cursor in the
-gateway's transaction. A crash between the two commits re-sends rows the target already has: they are skipped.
-The cursor lives in the gateway database, so restarts (of the gateway or of the target) resume where it stood.
-Bridge ids follow commit order (see gateway/bridge/events.py), so `id > cursor` never skips a late commit.
+At least once, exactly once in effect: each round locks the relay cursor row (`bridge_relay_state`, SKIP
+LOCKED: one replica relays at a time), reads the next rows after the cursor, inserts them into the target
+table with `ON CONFLICT (source_event_id, event_type) DO NOTHING`, commits the target, then advances the
+cursor in the gateway's transaction. A crash between the two commits re-sends rows the target already has:
+they are skipped. The cursor lives in the gateway database, so restarts (of the gateway or of the target)
+resume where it stood. Bridge ids follow commit order (see gateway/bridge/events.py), so `id > cursor` never
+skips a late commit.
 
 Lag: `bridge_outbox_backlog` (rows after the cursor) and `bridge_relay_lag_seconds` (age of the oldest one),
 refreshed after every round; the BridgeOutboxBacklogGrowing alert fires when the backlog keeps growing.
+
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aiohttp import web
 from gateway import keys, metrics
 from gateway.bridge.notify import BridgeWakeup
 from gateway.db.errors import UNAVAILABLE_ERRORS
+from gateway.db.pool import connect
 
 log = logging.getLogger("gateway.bridge.relay")
 
@@ -48,8 +51,8 @@ CREATE TABLE IF NOT EXISTS bridge_events (
 )
 """
 INSERT_TARGET = """
-INSERT INTO bridge_events (gateway_event_id, event_type, user_id, app_source, payload, metadata, source_event_id,
-                           created_at)
+INSERT INTO bridge_events (gateway_event_id, event_type, user_id, app_source, payload, metadata,
+                           source_event_id, created_at)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[],
                      $8::timestamptz[])
 ON CONFLICT (source_event_id, event_type) DO NOTHING
@@ -66,7 +69,8 @@ ADVANCE_CURSOR = """
 UPDATE bridge_relay_state SET last_id = $2, relayed = relayed + $3, updated_at = now() WHERE target = $1
 """
 LAG = """
-SELECT count(b.id) AS backlog, coalesce(extract(epoch FROM now() - min(b.created_at)), 0)::float8 AS lag_seconds
+SELECT count(b.id) AS backlog,
+       coalesce(extract(epoch FROM now() - min(b.created_at)), 0)::float8 AS lag_seconds
 FROM bridge_relay_state s LEFT JOIN bridge_events b ON b.id > s.last_id
 WHERE s.target = $1
 """
@@ -77,6 +81,9 @@ class RelayTargetError(Exception):
     """The external bridge database refused or lost the connection (its message is the error class only)."""
 
 
+_ROUND_ERRORS: tuple[type[BaseException], ...] = (RelayTargetError, *UNAVAILABLE_ERRORS)
+
+
 @dataclass(frozen=True, slots=True)
 class RoundResult:
     copied: int
@@ -84,8 +91,9 @@ class RoundResult:
 
 
 class Relay:
-    def __init__(self, pool: asyncpg.Pool, target_url: str, *, batch_size: int = 500,
-                 target_name: str = TARGET_NAME) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, target_url: str, *, batch_size: int = 500, target_name: str = TARGET_NAME
+    ) -> None:
         self.pool = pool
         self.target_url = target_url
         self.batch_size = batch_size
@@ -94,7 +102,7 @@ class Relay:
 
     async def _target_connection(self) -> asyncpg.Connection:
         if self._target is None or self._target.is_closed():
-            self._target = await asyncpg.connect(self.target_url)
+            self._target = await connect(self.target_url)  # orjson codecs for json/jsonb, like the pool
             await self._target.execute(TARGET_DDL)
         return self._target
 
@@ -117,9 +125,28 @@ class Relay:
                     try:
                         target = await self._target_connection()
                         async with target.transaction():
-                            await target.execute(INSERT_TARGET, *(list(column) for column in zip(*(
-                                (r["id"], r["event_type"], r["user_id"], r["app_source"], r["payload"],
-                                 r["metadata"], r["source_event_id"], r["created_at"]) for r in rows), strict=True)))
+                            await target.execute(
+                                INSERT_TARGET,
+                                *(
+                                    list(column)
+                                    for column in zip(
+                                        *(
+                                            (
+                                                r["id"],
+                                                r["event_type"],
+                                                r["user_id"],
+                                                r["app_source"],
+                                                r["payload"],
+                                                r["metadata"],
+                                                r["source_event_id"],
+                                                r["created_at"],
+                                            )
+                                            for r in rows
+                                        ),
+                                        strict=True,
+                                    )
+                                ),
+                            )
                     except _TARGET_ERRORS as exc:
                         metrics.BRIDGE_RELAY_ERRORS.labels("target").inc()
                         await self._drop_target()
@@ -158,12 +185,14 @@ class Relay:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except (RelayTargetError, *UNAVAILABLE_ERRORS) as exc:
+            except _ROUND_ERRORS as exc:
                 failures += 1
                 if not isinstance(exc, RelayTargetError):
                     metrics.BRIDGE_RELAY_ERRORS.labels("source").inc()
-                log.warning("bridge relay round failed; retrying with backoff",
-                            extra={"code": str(exc) if isinstance(exc, RelayTargetError) else type(exc).__name__})
+                log.warning(
+                    "bridge relay round failed; retrying with backoff",
+                    extra={"code": str(exc) if isinstance(exc, RelayTargetError) else type(exc).__name__},
+                )
                 await asyncio.sleep(min(interval * 2 ** min(failures, 10), MAX_BACKOFF_SECONDS))
                 continue
             except Exception:
@@ -181,11 +210,13 @@ async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.event_bridge_database_url:
         yield
         return
-    relay = Relay(app[keys.DB_POOL], settings.event_bridge_database_url,
-                  batch_size=settings.bridge_relay_batch_size)
+    relay = Relay(
+        app[keys.DB_POOL], settings.event_bridge_database_url, batch_size=settings.bridge_relay_batch_size
+    )
     wakeup = BridgeWakeup(app[keys.DATABASE_URL])
-    task = asyncio.create_task(relay.run_forever(wakeup, settings.bridge_relay_interval_seconds),
-                               name="bridge-relay")
+    task = asyncio.create_task(
+        relay.run_forever(wakeup, settings.bridge_relay_interval_seconds), name="bridge-relay"
+    )
     log.info("bridge relay started", extra={"reason": TARGET_NAME})
     yield
     task.cancel()

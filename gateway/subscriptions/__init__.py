@@ -1,1 +1,2 @@
-"""Subscriptions (seed 001): the subscriptions table, who the user is, the price -> plan mapping, entitlements."""
+"""Subscriptions (seed 001): the subscriptions table, who the user is, the price -> plan mapping,
+entitlements."""

@@ -7,8 +7,9 @@ Policy
   `customer.subscription.deleted`); if that event is late, premium still ends at `current_period_end`;
 - `pending` (checkout completed, Stripe's subscription events not applied yet), `incomplete`, `unpaid`,
   `paused`, `canceled`, `incomplete_expired`: not premium.
-With several subscriptions the best one is reported: premium first, then the status order above, then the latest
-period end.
+With several subscriptions the best one is reported: premium first, then the status order above, then the
+latest period end.
+
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ def decide(rows: list[dict[str, Any]], now: datetime | None = None) -> Entitleme
 
     def rank(row: dict[str, Any]) -> tuple[bool, int, datetime, datetime]:
         premium = is_premium(row["status"], row["current_period_end"], row["cancel_at_period_end"], now)
-        order = PREMIUM_STATUSES.index(row["status"]) if row["status"] in PREMIUM_STATUSES else len(PREMIUM_STATUSES)
+        order = (
+            PREMIUM_STATUSES.index(row["status"])
+            if row["status"] in PREMIUM_STATUSES
+            else len(PREMIUM_STATUSES)
+        )
         return (premium, -order, row["current_period_end"] or epoch, row["updated_at"] or epoch)
 
     best = max(rows, key=rank)

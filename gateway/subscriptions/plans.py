@@ -1,8 +1,10 @@
 """The price -> plan mapping (`PLANS_FILE`, `config/plans.yaml` by default), validated at boot.
 
-An unknown price maps to plan `unknown` with a warning and the metric `subscription_unknown_price_total`.
-The mapping of the process is installed once at boot (`install`); code that runs without the app (CLI replays,
-tests driving the ledger directly) gets the file named by the `PLANS_FILE` environment variable, loaded lazily.
+An unknown price maps to plan `unknown` with a warning and the metric `subscription_unknown_price_total`. The
+mapping of the process is installed once at boot (`install`); code that runs without the app (CLI replays,
+tests driving the ledger directly) gets the file named by the `PLANS_FILE` environment variable, loaded
+lazily.
+
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One-time payments: checkout sessions, payment intents, refunds and disputes move orders and their stock.
 
 Every handler locks the order row first (gateway.orders.queries.lock_order), decides with the state machine
-(gateway.orders.transitions), then writes the order, its stock, its payment rows, audit rows and bridge events in
-the caller's transaction.
+(gateway.orders.transitions), then writes the order, its stock, its payment rows, audit rows and bridge events
+in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change
         await apply_change(unit.con, order, change)  # may still add ids the order did not know yet
         return Outcome("processed", f"order already {target}", order.id)
     if target == t.PAID and order.status in t.SETTLED:
-        # A payment event after a refund or dispute implied the payment: the status stays, but the payment's ids
-        # and its (earlier) time are kept, so the row does not depend on the order the events arrived in.
+        # A payment event after a refund or dispute implied the payment: the status stays, but the
+        # payment's ids and its (earlier) time are kept, so the row does not depend on delivery order.
         await apply_change(unit.con, order, replace(change, status=order.status, reason=None))
         return Outcome("processed", f"order already {order.status}; payment details recorded", order.id)
     if not t.can_move(order.status, target):
@@ -169,7 +169,8 @@ async def checkout_session_expired(unit: UnitOfWork, event: StripeEvent) -> Outc
     order = await _order_for_session(unit, event, create=False)
     if order is None:
         return _unknown(event)
-    return await _transition(unit, event, order, _session_change(event, t.EXPIRED, "checkout_session_expired"))
+    change = _session_change(event, t.EXPIRED, "checkout_session_expired")
+    return await _transition(unit, event, order, change)
 
 
 # ------------------------------------------------------------------ payment intents
@@ -288,7 +289,8 @@ async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcom
     if order is None:
         return _unknown(event)
     new_dispute = await unit.con.fetchval(
-        INSERT_DISPUTE, sp.object_id(dispute), order.id, sp.dispute_charge(dispute), sp.dispute_amount(dispute) or 0,
+        INSERT_DISPUTE, sp.object_id(dispute), order.id, sp.dispute_charge(dispute),
+        sp.dispute_amount(dispute) or 0,
         sp.currency_of(dispute) or order.currency or "", sp.dispute_reason(dispute),
         sp.dispute_status(dispute) or "needs_response",
     )

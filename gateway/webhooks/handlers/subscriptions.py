@@ -1,5 +1,5 @@
-"""Subscriptions: customer.subscription.*, invoice.* and subscription-mode checkouts move the subscriptions table
-and publish SUBSCRIPTION_* bridge events in the webhook's transaction.
+"""Subscriptions: customer.subscription.*, invoice.* and subscription-mode checkouts move the subscriptions
+table and publish SUBSCRIPTION_* bridge events in the webhook's transaction.
 
 Each event becomes an Observation (gateway.subscriptions.ordering: what it says and how recent it is); the
 subscription row is locked, each claim of the observation is applied only when it is newer than what the row
@@ -7,12 +7,14 @@ holds, and the change, if any, is published:
 
 - SUBSCRIPTION_CANCELLED when the status becomes canceled / incomplete_expired;
 - SUBSCRIPTION_ACTIVATED the first time the status is active or trialing;
-- SUBSCRIPTION_UPDATED for any other change of what apps see (status, plan, period end, cancel at period end,
-  user), including `pending` when a checkout completes before Stripe's subscription events are applied.
+- SUBSCRIPTION_UPDATED for any other change of what apps see (the user or a payload field: status, plan,
+  period end, cancel at period end, session, amount), including `pending` when a checkout completes before
+  Stripe's subscription events are applied.
 
 Who is the user: the object's `client_reference_id` / `metadata.user_id`, else the customers table (Stripe
-customer -> user, learned from checkouts and subscription metadata), else the user already on the row. When none
-is known the event is still applied and published with user_id null, counted and logged.
+customer -> user, learned from checkouts and subscription metadata), else the user already on the row. When
+none is known the event is still applied and published with user_id null, counted and logged.
+
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ UPDATE_SUBSCRIPTION = """
 UPDATE subscriptions SET
     user_id = $2, stripe_customer_id = $3, checkout_session_id = $4, price_id = $5, plan_id = $6, status = $7,
     current_period_end = $8, cancel_at_period_end = $9, canceled_at = $10, currency = $11, amount = $12,
-    state_version = $13, object_version = $14, last_event_created = $15, last_event_id = $16, activated_at = $17,
+    state_version = $13, object_version = $14, last_event_created = $15, last_event_id = $16,
+    activated_at = $17,
     updated_at = now()
 WHERE id = $1
 """
@@ -67,9 +70,24 @@ FROM (SELECT id FROM subscriptions
 WHERE s.id = x.id
 """
 
-_SUB_FIELDS = ("user_id", "stripe_customer_id", "checkout_session_id", "price_id", "plan_id", "status",
-               "current_period_end", "cancel_at_period_end", "canceled_at", "currency", "amount", "state_version",
-               "object_version", "last_event_created", "last_event_id", "activated_at")
+_SUB_FIELDS = (
+    "user_id",
+    "stripe_customer_id",
+    "checkout_session_id",
+    "price_id",
+    "plan_id",
+    "status",
+    "current_period_end",
+    "cancel_at_period_end",
+    "canceled_at",
+    "currency",
+    "amount",
+    "state_version",
+    "object_version",
+    "last_event_created",
+    "last_event_id",
+    "activated_at",
+)
 
 
 def _ts(value: int | None) -> datetime | None:
@@ -109,8 +127,15 @@ def observe_subscription(event: StripeEvent) -> o.Observation | None:
         return None
     if event.type == "customer.subscription.deleted" and status not in o.ENDED:
         status = "canceled"  # the deleted event is the end, whatever a hand-made payload says
-    return o.observe(source=o.SOURCE_SUBSCRIPTION, subscription_id=sub_id, event_id=event.id, created=event.created,
-                     user_id=sp.user_id_of(sub), status=status, fields=_subscription_fields(sub))
+    return o.observe(
+        source=o.SOURCE_SUBSCRIPTION,
+        subscription_id=sub_id,
+        event_id=event.id,
+        created=event.created,
+        user_id=sp.user_id_of(sub),
+        status=status,
+        fields=_subscription_fields(sub),
+    )
 
 
 def observe_invoice(event: StripeEvent) -> o.Observation | None:
@@ -133,8 +158,15 @@ def observe_invoice(event: StripeEvent) -> o.Observation | None:
         currency=sp.currency_of(invoice),
         amount=sp.amount_of(event.type, invoice),
     )
-    return o.observe(source=o.SOURCE_INVOICE, subscription_id=sub_id, event_id=event.id, created=event.created,
-                     user_id=sp.user_id_of(invoice), status=status, fields=fields)
+    return o.observe(
+        source=o.SOURCE_INVOICE,
+        subscription_id=sub_id,
+        event_id=event.id,
+        created=event.created,
+        user_id=sp.user_id_of(invoice),
+        status=status,
+        fields=fields,
+    )
 
 
 def observe_checkout(event: StripeEvent) -> o.Observation | None:
@@ -151,9 +183,16 @@ def observe_checkout(event: StripeEvent) -> o.Observation | None:
         currency=sp.currency_of(session),
         amount=sp.session_amount_total(session),
     )
-    return o.observe(source=o.SOURCE_CHECKOUT, subscription_id=ids.subscription_id, event_id=event.id,
-                     created=event.created, user_id=sp.user_id_of(session), status=o.PENDING, fields=fields,
-                     session_id=ids.session_id)
+    return o.observe(
+        source=o.SOURCE_CHECKOUT,
+        subscription_id=ids.subscription_id,
+        event_id=event.id,
+        created=event.created,
+        user_id=sp.user_id_of(session),
+        status=o.PENDING,
+        fields=fields,
+        session_id=ids.session_id,
+    )
 
 
 # ------------------------------------------------------------------ applying
@@ -161,8 +200,8 @@ def observe_checkout(event: StripeEvent) -> o.Observation | None:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """What apps see of a subscription: its user and bridge payload. Any change of it is published, so the last
-    bridge event of a subscription always describes its current row, whatever order events arrived in."""
+    """What apps see of a subscription: its user and bridge payload. Any change of it is published, so
+    the last bridge event of a subscription always describes its current row, whatever the arrival order."""
 
     user_id: str | None
     payload: tuple[tuple[str, Any], ...]
@@ -193,8 +232,10 @@ async def _learn_customer(unit: UnitOfWork, obs: o.Observation) -> None:
     await unit.con.execute(LEARN_CUSTOMER, obs.customer_id, obs.user_id, obs.event_id)
     known = await unit.con.fetchval(CUSTOMER_USER, obs.customer_id)
     if known != obs.user_id:
-        log.warning("customer already mapped to another user; the event's own user is used",
-                    extra={"stripeEventId": obs.event_id, "reason": f"customer {obs.customer_id}"})
+        log.warning(
+            "customer already mapped to another user; the event's own user is used",
+            extra={"stripeEventId": obs.event_id, "reason": f"customer {obs.customer_id}"},
+        )
         return
     await unit.con.execute(BACKFILL_USER, obs.customer_id, obs.user_id, obs.subscription_id)
 
@@ -207,16 +248,25 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
     changed: list[str] = []
 
     if obs.status is not None and obs.state_version is not None and obs.state_version > row["state_version"]:
-        new.update(status=obs.status, state_version=obs.state_version, last_event_id=obs.event_id,
-                   last_event_created=_ts(obs.created))
+        new.update(
+            status=obs.status,
+            state_version=obs.state_version,
+            last_event_id=obs.event_id,
+            last_event_created=_ts(obs.created),
+        )
         changed.append("state")
     fields = obs.fields
     if fields is not None and obs.object_version is not None and obs.object_version > row["object_version"]:
         plan_id = plans.current().plan_for(fields.price_id) if fields.price_id else None
         new.update(
-            stripe_customer_id=fields.customer_id, price_id=fields.price_id, plan_id=plan_id,
-            current_period_end=_ts(fields.current_period_end), cancel_at_period_end=fields.cancel_at_period_end,
-            canceled_at=_ts(fields.canceled_at), currency=fields.currency, amount=fields.amount,
+            stripe_customer_id=fields.customer_id,
+            price_id=fields.price_id,
+            plan_id=plan_id,
+            current_period_end=_ts(fields.current_period_end),
+            cancel_at_period_end=fields.cancel_at_period_end,
+            canceled_at=_ts(fields.canceled_at),
+            currency=fields.currency,
+            amount=fields.amount,
             object_version=obs.object_version,
         )
         changed.append("object")
@@ -249,14 +299,26 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
     if event_type is not None:
         if new["user_id"] is None:
             metrics.SUBSCRIPTION_UNRESOLVED_USERS.labels(event.type).inc()
-            log.warning("subscription event without a known user; published with user_id null",
-                        extra={"stripeEventId": event.id, "status": new["status"],
-                               "reason": f"subscription {obs.subscription_id} customer {new['stripe_customer_id']}"})
+            log.warning(
+                "subscription event without a known user; published with user_id null",
+                extra={
+                    "stripeEventId": event.id,
+                    "status": new["status"],
+                    "reason": f"subscription {obs.subscription_id} customer {new['stripe_customer_id']}",
+                },
+            )
         unit.publish(event_type, new["user_id"], _payload(new))
-        unit.audit(f"subscription.{event_type.removeprefix('SUBSCRIPTION_').lower()}", "subscription",
-                   obs.subscription_id, previous=before.status if before else None, status=new["status"],
-                   plan_id=new["plan_id"])
-    return Outcome("processed", None if event_type else f"recorded ({', '.join(changed)}); nothing to publish")
+        unit.audit(
+            f"subscription.{event_type.removeprefix('SUBSCRIPTION_').lower()}",
+            "subscription",
+            obs.subscription_id,
+            previous=before.status if before else None,
+            status=new["status"],
+            plan_id=new["plan_id"],
+        )
+    return Outcome(
+        "processed", None if event_type else f"recorded ({', '.join(changed)}); nothing to publish"
+    )
 
 
 def _payload(row: dict[str, Any]) -> dict[str, Any]:
