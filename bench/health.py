@@ -56,9 +56,16 @@ def serve(kind: str, port: int, database_url: str, log_level: str) -> None:
         from gateway.app import create_app
         from gateway.settings import load_settings
 
-        settings = load_settings({"APP_ENV": "development", "METRICS_PORT": "0", "LOG_LEVEL": log_level,
-                                  "DATABASE_URL": database_url, "DB_POOL_MIN": "1",
-                                  "RESERVATION_SWEEP_INTERVAL_SECONDS": "0"})
+        settings = load_settings(
+            {
+                "APP_ENV": "development",
+                "METRICS_PORT": "0",
+                "LOG_LEVEL": log_level,
+                "DATABASE_URL": database_url,
+                "DB_POOL_MIN": "1",
+                "RESERVATION_SWEEP_INTERVAL_SECONDS": "0",
+            }
+        )
         log.configure(settings.log_level)
         app = create_app(settings, database_url=database_url)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, handle_signals=True)
@@ -97,8 +104,16 @@ def measure(url: str, seconds: float, connections: int) -> float:
     if wrk:
         cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", url]
     else:
-        cmd = [sys.executable, __file__, "--load", url, "--seconds", str(seconds),
-               "--connections", str(connections)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--load",
+            url,
+            "--seconds",
+            str(seconds),
+            "--connections",
+            str(connections),
+        ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     match = re.search(r"Requests/sec:\s*([\d.]+)", out)
     if not match:
@@ -121,9 +136,21 @@ def start(kind: str, database_url: str, log_level: str) -> tuple[subprocess.Pope
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_ENV_FILE": os.devnull}
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--database-url", database_url,
-         "--log-level", log_level],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--log-level",
+            log_level,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}/health"
     deadline = time.monotonic() + 30
@@ -151,14 +178,16 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
-    parser.add_argument("--log-level", default="INFO",
-                        help="LOG_LEVEL of the full app (INFO: an access line per request, as in production)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="LOG_LEVEL of the full app (INFO: an access line per request, as in production)",
+    )
     parser.add_argument("--serve", choices=["full", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
@@ -174,8 +203,10 @@ def main() -> int:
         parser.error("DATABASE_URL or --database-url is needed by the full app")
 
     generator = "wrk" if shutil.which("wrk") else "aiohttp client (wrk not found)"
-    print(f"generator: {generator}; {args.rounds} rounds x {args.seconds:g} s per server, "
-          f"{args.connections} connections, 127.0.0.1, full app LOG_LEVEL={args.log_level}")
+    print(
+        f"generator: {generator}; {args.rounds} rounds x {args.seconds:g} s per server, "
+        f"{args.connections} connections, 127.0.0.1, full app LOG_LEVEL={args.log_level}"
+    )
     full, full_url = start("full", args.database_url, args.log_level)
     bare, bare_url = start("bare", args.database_url, args.log_level)
     try:
@@ -189,8 +220,10 @@ def main() -> int:
             rates = {name: measure(url, args.seconds, args.connections) for name, url in order}
             ratio = rates["full"] / rates["bare"]
             ratios.append(ratio)
-            print(f"round {index + 1}: full {rates['full']:9.0f} req/s   bare {rates['bare']:9.0f} req/s   "
-                  f"ratio {ratio:.3f}")
+            print(
+                f"round {index + 1}: full {rates['full']:9.0f} req/s   bare {rates['bare']:9.0f} req/s   "
+                f"ratio {ratio:.3f}"
+            )
     finally:
         stop(full)
         stop(bare)

@@ -1,12 +1,13 @@
 """Webhook throughput and latency: the real gateway against a bare reference server, same database.
 
-    TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test /tmp/venv/bin/python bench/webhook.py
+    make bench-webhook        (or: TEST_DATABASE_URL=postgresql://... python bench/webhook.py)
 
 The gateway runs as `python -m gateway serve` (every middleware on, WORKERS=1, LOG_LEVEL=WARNING).
 The reference is a bare aiohttp app that checks the HMAC and runs a 3-statement transaction (insert
 ledger, update order, insert outbox). Both get the same stream shapes: distinct signed
 `payment_intent.succeeded` events for pre-created pending orders (full work: ledger claim, order lock,
-transition, stock commit, payment row, audit, bridge, NOTIFY) and a duplicate-only stream. Rounds are interleaved (gateway, reference, gateway, ...) and medians reported.
+transition, stock commit, payment row, audit, bridge, NOTIFY) and a duplicate-only stream. Rounds are
+interleaved (gateway, reference, gateway, ...) and medians reported.
 """
 
 from __future__ import annotations
@@ -64,9 +65,7 @@ def run_reference(port: int, url: str) -> None:
             body = await request.read()
             header = request.headers.get("Stripe-Signature", "")
             parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-            expected = hmac.new(
-                SECRET.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256
-            ).hexdigest()
+            expected = hmac.new(SECRET.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256).hexdigest()
             if not hmac.compare_digest(expected, parts.get("v1", "")):
                 return web.json_response({"error": "signature"}, status=400)
             event = orjson.loads(body)
@@ -170,9 +169,7 @@ def pi_event(order_id: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- load
 
 
-async def blast(
-    port: int, bodies: list[bytes], concurrency: int
-) -> tuple[float, list[float], dict[str, int]]:
+async def blast(port: int, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], dict[str, int]]:
     """POST every body once with `concurrency` workers; (events/s, latencies in ms, statuses)."""
     queue = list(reversed(bodies))
     latencies: list[float] = []
@@ -246,13 +243,13 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                 [sys.executable, "-m", "gateway", "serve"],
                 cwd=ROOT,
                 env=env,
-                stdout=log,  # noqa: ASYNC220
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, __file__, "--reference-server", str(ref_port), db_url],  # noqa: ASYNC220
+                [sys.executable, __file__, "--reference-server", str(ref_port), db_url],
                 cwd=ROOT,
             )
         )
@@ -306,9 +303,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--reference-server":
         run_reference(int(sys.argv[2]), sys.argv[3])
         return
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--url",
         default=os.environ.get("BENCH_DATABASE_URL")

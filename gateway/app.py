@@ -52,8 +52,11 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     lifecycle = app[keys.LIFECYCLE]
     pool = app[keys.DB_POOL]
     # Expired stock reservations whose webhook never came; safe from several replicas at once (SKIP LOCKED).
-    lifecycle.every("reservation_sweeper", app[keys.SETTINGS].reservation_sweep_interval_seconds,
-                    lambda: sweep_expired(pool))
+    lifecycle.every(
+        "reservation_sweeper",
+        app[keys.SETTINGS].reservation_sweep_interval_seconds,
+        lambda: sweep_expired(pool),
+    )
     yield
     await lifecycle.stop_tasks()
 
@@ -70,8 +73,14 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     metrics.BUILD_INFO.info({"version": VERSION, "app_env": settings.app_env})
 
     app.cleanup_ctx.extend(
-        [database_ctx, stripe_client_ctx, rate_limiter_ctx, token_verifier_ctx, lifecycle_ctx,
-         metrics_listener_ctx]
+        [
+            database_ctx,
+            stripe_client_ctx,
+            rate_limiter_ctx,
+            token_verifier_ctx,
+            lifecycle_ctx,
+            metrics_listener_ctx,
+        ]
     )
     app.cleanup_ctx.append(bridge_ctx)  # schema registry + PLANS_FILE checked at boot
     app.cleanup_ctx.append(relay_ctx)  # EVENT_BRIDGE_DATABASE_URL set: relay outbox -> external bridge

@@ -24,8 +24,9 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
 
 
-def with_connection(args: argparse.Namespace, settings: Settings,
-                    job: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+def with_connection(
+    args: argparse.Namespace, settings: Settings, job: Callable[[asyncpg.Connection], Awaitable[int]]
+) -> int:
     from gateway.server import resolve_database_url
 
     url = resolve_database_url(settings)
@@ -76,7 +77,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     except migrations.MigrationError as exc:
         print(f"migration error: {exc}", file=sys.stderr)
         return 1
-
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,9 +46,7 @@ class Unauthorized(ApiError):
     message = "Authentication required"
 
     def __init__(self, message: str | None = None, *, code: str | None = None, error: str = "invalid_token") -> None:
-        super().__init__(
-            message, code=code, headers={"WWW-Authenticate": f'Bearer error="{error}"'}
-        )
+        super().__init__(message, code=code, headers={"WWW-Authenticate": f'Bearer error="{error}"'})
 
 
 class Forbidden(ApiError):

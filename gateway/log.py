@@ -49,8 +49,7 @@ _ASSIGNMENT_RE = re.compile(
 REDACTED = "[redacted]"
 
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
-    | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys() | {"message", "asctime", "taskName"}
 )
 # Fields the formatter writes itself: neither `extra` nor bound fields may replace them.
 _RESERVED_FIELDS = frozenset({"time", "level", "logger", "message", "requestId", "exception"})
@@ -151,8 +150,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at the time of the record (it may be replaced after configure)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    handler = StdoutHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -22,7 +22,9 @@ READY = Gauge("gateway_ready", "1 when /ready would answer 200")
 
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by the rate limiter, by policy", ["policy"])
 RATE_LIMIT_STORE_ERRORS = Counter(
-    "rate_limit_store_errors_total", "Rate-limit store failures, by store and decision taken", ["store", "decision"]
+    "rate_limit_store_errors_total",
+    "Rate-limit store failures, by store and decision taken",
+    ["store", "decision"],
 )
 
 DB_POOL_SIZE = Gauge("db_pool_size", "Connections open in the asyncpg pool")
@@ -38,11 +40,13 @@ WEBHOOK_EVENTS = Counter(
     ["type", "outcome"],
 )
 WEBHOOK_PROCESSING = Histogram(
-    "stripe_webhook_processing_seconds", "Time from a verified body to the committed ledger row",
+    "stripe_webhook_processing_seconds",
+    "Time from a verified body to the committed ledger row",
     buckets=LATENCY_BUCKETS,
 )
 WEBHOOK_DELIVERY_LAG = Histogram(
-    "stripe_webhook_delivery_lag_seconds", "Now minus the event's Stripe `created` time at arrival",
+    "stripe_webhook_delivery_lag_seconds",
+    "Now minus the event's Stripe `created` time at arrival",
     buckets=(1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 3 * 24 * 3600),
 )
 WEBHOOK_SIGNATURE_FAILURES = Counter(
@@ -53,8 +57,9 @@ WEBHOOK_SECRET_MATCHES = Counter(
     "Verified deliveries by the position of the matching secret in STRIPE_WEBHOOK_SECRET (0 = first)",
     ["secret_index"],
 )
-LEDGER_ROWS = Gauge("stripe_webhook_ledger_rows", "Ledger rows waiting for action, by status (failed, received)",
-                    ["status"])
+LEDGER_ROWS = Gauge(
+    "stripe_webhook_ledger_rows", "Ledger rows waiting for action, by status (failed, received)", ["status"]
+)
 OUTBOX_BACKLOG = Gauge("bridge_outbox_backlog", "Bridge events not yet relayed")
 RESERVATIONS_RELEASED = Counter(
     "stock_reservations_released_total", "Stock reservations released, by reason", ["reason"]
@@ -77,11 +82,10 @@ BRIDGE_RELAY_LAG_SECONDS = Gauge(
     "Age of the oldest bridge event not yet copied to the external bridge (0: none)",
 )
 BRIDGE_RELAYED = Counter("bridge_relay_events_total", "Bridge events copied to the external bridge database")
-BRIDGE_RELAY_ERRORS = Counter(
-    "bridge_relay_errors_total", "Failed relay rounds, by side (source, target)", ["side"]
-)
+BRIDGE_RELAY_ERRORS = Counter("bridge_relay_errors_total", "Failed relay rounds, by side (source, target)", ["side"])
 EMAILS_SENT = Counter("emails_sent_total", "E-mails accepted by the SMTP server, by kind", ["kind"])
 EMAILS_FAILED = Counter(
-    "emails_failed_total", "Failed e-mail attempts, by kind and outcome (retry, gave_up, no_recipient)",
+    "emails_failed_total",
+    "Failed e-mail attempts, by kind and outcome (retry, gave_up, no_recipient)",
     ["kind", "outcome"],
 )

@@ -59,8 +59,9 @@ async def metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     runner = web.AppRunner(metrics_app(app), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port + app[keys.WORKER_INDEX],
-                       reuse_address=True)
+    site = web.TCPSite(
+        runner, settings.metrics_host, settings.metrics_port + app[keys.WORKER_INDEX], reuse_address=True
+    )
     await site.start()
     log.info("metrics listener started", extra={"port": settings.metrics_port + app[keys.WORKER_INDEX]})
     yield

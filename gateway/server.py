@@ -42,8 +42,9 @@ async def apply_migrations(url: str) -> None:
 async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then: /ready turns 503, keep serving for the drain period, stop accepting,
     let in-flight requests finish (shutdown timeout), close resources."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds,
-                           access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds, access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     await site.start()
@@ -85,8 +86,7 @@ def serve(settings: Settings) -> None:
         pid = os.fork()
         if pid == 0:  # worker
             _install_uvloop()
-            asyncio.run(run_app(create_app(settings, database_url=url, worker_index=index), settings,
-                                reuse_port=True))
+            asyncio.run(run_app(create_app(settings, database_url=url, worker_index=index), settings, reuse_port=True))
             os._exit(0)
         children.append(pid)
 

@@ -57,7 +57,9 @@ class Settings:
     )
     # --- database ---
     database_url: str | None = setting(
-        "DATABASE_URL", None, "PostgreSQL URL; unset starts an embedded PostgreSQL in GATEWAY_DATA_DIR",
+        "DATABASE_URL",
+        None,
+        "PostgreSQL URL; unset starts an embedded PostgreSQL in GATEWAY_DATA_DIR",
         secret=True,
     )
     data_dir: str = setting("GATEWAY_DATA_DIR", "./.data", "Folder of the embedded PostgreSQL data")
@@ -70,7 +72,9 @@ class Settings:
     ready_db_timeout: float = setting("READY_DB_TIMEOUT", 1.0, "Seconds /ready waits for the database")
     # --- edge hardening ---
     trusted_hosts: tuple[str, ...] = setting(
-        "TRUSTED_HOSTS", ["localhost", "127.0.0.1", "::1"], "Accepted Host names (comma list, *.example.com wildcards)"
+        "TRUSTED_HOSTS",
+        ["localhost", "127.0.0.1", "::1"],
+        "Accepted Host names (comma list, *.example.com wildcards)",
     )
     trusted_proxies: tuple[str, ...] = setting(
         "TRUSTED_PROXIES", [], "CIDRs of proxies whose X-Forwarded-For / X-Forwarded-Proto are believed"
@@ -112,7 +116,10 @@ class Settings:
     # --- Stripe ---
     stripe_secret_key: str | None = setting("STRIPE_SECRET_KEY", None, "Stripe API key (sk_... or rk_...)", secret=True)
     stripe_webhook_secrets: tuple[str, ...] = setting(
-        "STRIPE_WEBHOOK_SECRET", [], "Webhook signing secrets, comma list (two during a rotation)", secret=True
+        "STRIPE_WEBHOOK_SECRET",
+        [],
+        "Webhook signing secrets, comma list (two during a rotation)",
+        secret=True,
     )
     stripe_webhook_tolerance: int = setting(
         "STRIPE_WEBHOOK_TOLERANCE", 300, "Seconds a Stripe-Signature timestamp may differ from now"
@@ -122,11 +129,15 @@ class Settings:
         "STRIPE_API_BASE", "https://api.stripe.com", "Base URL of Stripe's API (a local fake in tests)"
     )
     stripe_livemode: bool | None = setting(
-        "STRIPE_LIVEMODE", None, "true: refuse test-mode events; false: refuse live events; unset: accept both"
+        "STRIPE_LIVEMODE",
+        None,
+        "true: refuse test-mode events; false: refuse live events; unset: accept both",
     )
     stripe_webhook_path: str = setting("STRIPE_WEBHOOK_PATH", "/stripe/webhook", "Path of the webhook route")
     webhook_handlers_enabled: bool = setting(
-        "WEBHOOK_HANDLERS_ENABLED", True, "Kill switch: false records verified events as received, changes nothing"
+        "WEBHOOK_HANDLERS_ENABLED",
+        True,
+        "Kill switch: false records verified events as received, changes nothing",
     )
     app_source: str = setting("APP_SOURCE", "website", "`app_source` written on bridge events")
     # --- stock ---
@@ -134,13 +145,16 @@ class Settings:
         "RESERVATION_TTL_SECONDS", 1800, "How long checkout stock stays held (Stripe's minimum is 1800)"
     )
     reservation_sweep_interval_seconds: float = setting(
-        "RESERVATION_SWEEP_INTERVAL_SECONDS", 60.0, "Period of the sweeper releasing expired reservations; 0 disables"
+        "RESERVATION_SWEEP_INTERVAL_SECONDS",
+        60.0,
+        "Period of the sweeper releasing expired reservations; 0 disables",
     )
     # --- local accounts ---
     auth_cookie_secure: bool = setting("AUTH_COOKIE_SECURE", True, "Secure flag of the refresh cookie")
     # --- checkout API and local accounts ---
     checkout_success_url: str = setting(
-        "CHECKOUT_SUCCESS_URL", "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}",
+        "CHECKOUT_SUCCESS_URL",
+        "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}",
         "Default Stripe Checkout success_url (a body's success_url must be on CORS_ORIGINS or this origin)",
     )
     checkout_cancel_url: str = setting(
@@ -153,7 +167,9 @@ class Settings:
         "AUTH_LOCAL_ENABLED", False, "Local accounts: /v1/auth/login, /refresh, /logout and `gateway users`"
     )
     auth_local_jwt_secret: str | None = setting(
-        "AUTH_LOCAL_JWT_SECRET", None, "HS256 key of the gateway's tokens (>= 32 bytes; unset: JWT_SECRET)",
+        "AUTH_LOCAL_JWT_SECRET",
+        None,
+        "HS256 key of the gateway's tokens (>= 32 bytes; unset: JWT_SECRET)",
         secret=True,
     )
     auth_local_issuer: str = setting("AUTH_LOCAL_ISSUER", "stripe-gateway", "`iss` of the gateway's JWTs")
@@ -169,36 +185,36 @@ class Settings:
         "PLANS_FILE", "config/plans.yaml", "YAML mapping Stripe price_id -> plan_id, validated at boot"
     )
     event_bridge_database_url: str | None = setting(
-        "EVENT_BRIDGE_DATABASE_URL", None,
+        "EVENT_BRIDGE_DATABASE_URL",
+        None,
         "PostgreSQL URL of the external event bridge (e.g. Supabase); unset: no relay",
         secret=True,
     )
     bridge_relay_interval_seconds: float = setting(
         "BRIDGE_RELAY_INTERVAL_SECONDS", 5.0, "Longest wait between two relay rounds (NOTIFY wakes it sooner)"
     )
-    bridge_relay_batch_size: int = setting(
-        "BRIDGE_RELAY_BATCH_SIZE", 500, "Bridge events copied per relay round"
-    )
+    bridge_relay_batch_size: int = setting("BRIDGE_RELAY_BATCH_SIZE", 500, "Bridge events copied per relay round")
     smtp_url: str | None = setting(
-        "SMTP_URL", None,
+        "SMTP_URL",
+        None,
         "smtp://[user:pass@]host[:port][?starttls=true] or smtps://...; unset: no order e-mails",
         secret=True,
     )
-    smtp_sender: str | None = setting(
-        "SMTP_SENDER", None, "From address of order e-mails (required with SMTP_URL)"
-    )
+    smtp_sender: str | None = setting("SMTP_SENDER", None, "From address of order e-mails (required with SMTP_URL)")
     order_email_subject: str = setting(
         "ORDER_EMAIL_SUBJECT", "Your order is confirmed", "Subject of the order confirmation e-mail"
     )
     order_email_template: str | None = setting(
-        "ORDER_EMAIL_TEMPLATE", None,
+        "ORDER_EMAIL_TEMPLATE",
+        None,
         "Text template file ($order_id, $amount, $currency); unset: built-in text",
     )
     email_max_attempts: int = setting(
         "EMAIL_MAX_ATTEMPTS", 8, "Attempts per e-mail before giving up (exponential backoff between them)"
     )
     email_poll_interval_seconds: float = setting(
-        "EMAIL_POLL_INTERVAL_SECONDS", 5.0,
+        "EMAIL_POLL_INTERVAL_SECONDS",
+        5.0,
         "Longest wait between two notifier rounds (NOTIFY wakes it sooner)",
     )
 
@@ -329,7 +345,17 @@ def validate(s: Settings) -> list[str]:
     for origin in s.cors_origins:
         if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
             problems.append(f"CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path)")
-    unknown_algs = set(s.jwt_algorithms) - {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+    unknown_algs = set(s.jwt_algorithms) - {
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "ES256",
+        "ES384",
+        "PS256",
+    }
     if unknown_algs or not s.jwt_algorithms:
         problems.append("JWT_ALGORITHMS: allowed values are HS256/384/512, RS256/384/512, ES256/384, PS256")
     if s.jwt_secret is not None and len(s.jwt_secret.encode()) < 32:

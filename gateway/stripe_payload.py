@@ -269,17 +269,17 @@ def checkout_session_ids(session: JsonObject) -> SessionIds:
 
 
 def session_mode(session: JsonObject) -> str | None:
-    """"payment", "subscription" or "setup"."""
+    """ "payment", "subscription" or "setup"."""
     return _str(session.get("mode"))
 
 
 def session_status(session: JsonObject) -> str | None:
-    """"open", "complete" or "expired" (absent before 2020-ish sessions; None then)."""
+    """ "open", "complete" or "expired" (absent before 2020-ish sessions; None then)."""
     return _str(session.get("status"))
 
 
 def session_payment_status(session: JsonObject) -> str | None:
-    """"paid", "unpaid" or "no_payment_required"."""
+    """ "paid", "unpaid" or "no_payment_required"."""
     return _str(session.get("payment_status"))
 
 
@@ -338,7 +338,7 @@ def refund_payment_intent(refund: JsonObject) -> str | None:
 
 
 def refund_status(refund: JsonObject) -> str | None:
-    """"pending", "requires_action", "succeeded", "failed" or "canceled"."""
+    """ "pending", "requires_action", "succeeded", "failed" or "canceled"."""
     return _str(refund.get("status"))
 
 
@@ -371,9 +371,7 @@ def invoice_subscription(invoice: JsonObject) -> str | None:
     `type: "subscription_details"`). Newer generated examples carry both keys with the top-level one null,
     so the basil location is read first and the old one is the fallback.
     """
-    return id_of(_path(invoice, "parent", "subscription_details", "subscription")) or id_of(
-        invoice.get("subscription")
-    )
+    return id_of(_path(invoice, "parent", "subscription_details", "subscription")) or id_of(invoice.get("subscription"))
 
 
 def _invoice_lines(invoice: JsonObject) -> list[JsonObject]:
@@ -388,9 +386,7 @@ def invoice_line_price_id(line: JsonObject) -> str | None:
     `pricing.price_details.price` (a string id, or the price when expanded).
     """
     return (
-        id_of(_path(line, "pricing", "price_details", "price"))
-        or id_of(line.get("price"))
-        or id_of(line.get("plan"))
+        id_of(_path(line, "pricing", "price_details", "price")) or id_of(line.get("price")) or id_of(line.get("plan"))
     )
 
 

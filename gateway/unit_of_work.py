@@ -67,8 +67,9 @@ class UnitOfWork:
     audits: list[AuditEntry] = field(default_factory=list)
     events: list[BridgeEvent] = field(default_factory=list)
 
-    def audit(self, action: str, subject_type: str, subject_id: str, *, order_id: str | None = None,
-              **details: Any) -> None:
+    def audit(
+        self, action: str, subject_type: str, subject_id: str, *, order_id: str | None = None, **details: Any
+    ) -> None:
         self.audits.append(AuditEntry(action, subject_type, subject_id, order_id, details))
 
     def publish(self, event_type: str, user_id: str | None, payload: dict[str, Any]) -> None:

@@ -27,16 +27,28 @@ SELECT $1::uuid, id, $3, $4 FROM taken
 """
 
 
-async def create_product(con: asyncpg.Connection, sku: str = "SKU-1", *, stock: int = 10, unit_amount: int = 1000,
-                         currency: str = "eur", price_id: str | None = None) -> int:
-    product_id: int = await con.fetchval(INSERT_PRODUCT, sku, f"Product {sku}", unit_amount, currency,
-                                         price_id, stock)
+async def create_product(
+    con: asyncpg.Connection,
+    sku: str = "SKU-1",
+    *,
+    stock: int = 10,
+    unit_amount: int = 1000,
+    currency: str = "eur",
+    price_id: str | None = None,
+) -> int:
+    product_id: int = await con.fetchval(INSERT_PRODUCT, sku, f"Product {sku}", unit_amount, currency, price_id, stock)
     return product_id
 
 
-async def create_order(con: asyncpg.Connection, items: list[tuple[int, int]], *, user_id: str = "user-1",
-                       session_id: str | None = None, currency: str = "eur",
-                       expires_in: timedelta = timedelta(minutes=30)) -> str:
+async def create_order(
+    con: asyncpg.Connection,
+    items: list[tuple[int, int]],
+    *,
+    user_id: str = "user-1",
+    session_id: str | None = None,
+    currency: str = "eur",
+    expires_in: timedelta = timedelta(minutes=30),
+) -> str:
     """A pending order holding stock for `items` [(product_id, quantity)]."""
     async with con.transaction():
         total = 0

@@ -145,9 +145,7 @@ def signed_headers(body: bytes, secret: str, timestamp: int | None = None) -> di
     }
 
 
-def signed_event(
-    event: dict[str, Any], secret: str, timestamp: int | None = None
-) -> tuple[bytes, dict[str, str]]:
+def signed_event(event: dict[str, Any], secret: str, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
     """(body, headers) ready to POST to the webhook route."""
     body = event_body(event)
     return body, signed_headers(body, secret, timestamp)
@@ -156,9 +154,7 @@ def signed_event(
 # ----------------------------------------------------------------------------------------------- objects
 
 
-def _meta(
-    order_id: str | None, user_id: str | None = None, extra: dict[str, str] | None = None
-) -> dict[str, str]:
+def _meta(order_id: str | None, user_id: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     meta: dict[str, str] = {}
     if order_id is not None:
         meta["order_id"] = order_id
@@ -211,8 +207,15 @@ def checkout_session(
         "currency": currency,
         "customer": customer,
         "customer_creation": "if_required",
-        "customer_details": None if status == "open" else {
-            "address": None, "email": None, "name": None, "phone": None, "tax_exempt": "none", "tax_ids": [],
+        "customer_details": None
+        if status == "open"
+        else {
+            "address": None,
+            "email": None,
+            "name": None,
+            "phone": None,
+            "tax_exempt": "none",
+            "tax_ids": [],
         },
         "customer_email": None,
         "expires_at": now + 1800 if expires_at is None else expires_at,
@@ -262,8 +265,13 @@ def payment_intent(
     last_error = None
     if failure_code is not None:
         last_error = {
-            "code": failure_code, "decline_code": decline_code, "doc_url": None,
-            "message": "Your card was declined.", "param": None, "payment_method": None, "type": "card_error",
+            "code": failure_code,
+            "decline_code": decline_code,
+            "doc_url": None,
+            "message": "Your card was declined.",
+            "param": None,
+            "payment_method": None,
+            "type": "card_error",
         }
     obj: dict[str, Any] = {
         "id": pid,
@@ -293,11 +301,16 @@ def payment_intent(
     }
     if legacy_charges:
         del obj["latest_charge"]
-        charges = [] if charge_id is None else [
-            charge(order_id, amount, currency=currency, charge_id=charge_id, payment_intent=pid, created=now)
-        ]
+        charges = (
+            []
+            if charge_id is None
+            else [charge(order_id, amount, currency=currency, charge_id=charge_id, payment_intent=pid, created=now)]
+        )
         obj["charges"] = {
-            "object": "list", "data": charges, "has_more": False, "total_count": len(charges),
+            "object": "list",
+            "data": charges,
+            "has_more": False,
+            "total_count": len(charges),
             "url": f"/v1/charges?payment_intent={pid}",
         }
     return obj
@@ -398,8 +411,12 @@ def dispute(
         "charge": charge,
         "created": now,
         "currency": currency,
-        "evidence_details": {"due_by": now + 7 * 86400, "has_evidence": False, "past_due": False,
-                             "submission_count": 0},
+        "evidence_details": {
+            "due_by": now + 7 * 86400,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
         "is_charge_refundable": False,
         "livemode": livemode,
         "metadata": {},
@@ -437,10 +454,15 @@ def subscription(
         "created": now,
         "metadata": {},
         "price": {
-            "id": price_id, "object": "price", "active": True, "currency": currency,
+            "id": price_id,
+            "object": "price",
+            "active": True,
+            "currency": currency,
             "product": new_id("prod"),
             "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"},
-            "type": "recurring", "unit_amount": unit_amount, "unit_amount_decimal": str(unit_amount),
+            "type": "recurring",
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": str(unit_amount),
         },
         "quantity": quantity,
         "subscription": sid,
@@ -454,8 +476,13 @@ def subscription(
         "currency": currency,
         "customer": customer or new_id("cus", 14),
         "ended_at": now if status == "canceled" else None,
-        "items": {"object": "list", "data": [item], "has_more": False, "total_count": 1,
-                  "url": f"/v1/subscription_items?subscription={sid}"},
+        "items": {
+            "object": "list",
+            "data": [item],
+            "has_more": False,
+            "total_count": 1,
+            "url": f"/v1/subscription_items?subscription={sid}",
+        },
         "latest_invoice": None,
         "livemode": False,
         "metadata": {"user_id": user_id} if user_id else {},
@@ -468,8 +495,13 @@ def subscription(
     else:
         obj["current_period_start"] = start
         obj["current_period_end"] = end
-        item["plan"] = {"id": price_id, "object": "plan", "amount": unit_amount, "currency": currency,
-                        "interval": "month"}
+        item["plan"] = {
+            "id": price_id,
+            "object": "plan",
+            "amount": unit_amount,
+            "currency": currency,
+            "interval": "month",
+        }
         obj["plan"] = item["plan"]
     return obj
 
@@ -518,8 +550,13 @@ def invoice(
         "created": now,
         "currency": currency,
         "customer": customer or new_id("cus", 14),
-        "lines": {"object": "list", "data": [line], "has_more": False, "total_count": 1,
-                  "url": f"/v1/invoices/{iid}/lines"},
+        "lines": {
+            "object": "list",
+            "data": [line],
+            "has_more": False,
+            "total_count": 1,
+            "url": f"/v1/invoices/{iid}/lines",
+        },
         "livemode": False,
         "metadata": {},
         "status": status,
@@ -528,15 +565,22 @@ def invoice(
     if basil:
         obj["parent"] = {
             "quote_details": None,
-            "subscription_details": None if subscription_id is None else {
-                "metadata": sub_meta, "subscription": subscription_id,
+            "subscription_details": None
+            if subscription_id is None
+            else {
+                "metadata": sub_meta,
+                "subscription": subscription_id,
             },
             "type": "subscription_details",
         }
         line["parent"] = {
             "invoice_item_details": None,
-            "subscription_item_details": {"invoice_item": None, "proration": False,
-                                          "subscription": subscription_id, "subscription_item": new_id("si")},
+            "subscription_item_details": {
+                "invoice_item": None,
+                "proration": False,
+                "subscription": subscription_id,
+                "subscription_item": new_id("si"),
+            },
             "type": "subscription_item_details",
         }
         line["pricing"] = {

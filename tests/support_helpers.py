@@ -54,9 +54,7 @@ async def deliver(
 ) -> IngestResult:
     """Ingest `event` exactly as the webhook view does after the signature check."""
     parsed = parse_event(event_body(event), required_livemode=None)
-    return await ingest(
-        pool, parsed, request_id=request_id, handlers_enabled=handlers_enabled, app_source="website"
-    )
+    return await ingest(pool, parsed, request_id=request_id, handlers_enabled=handlers_enabled, app_source="website")
 
 
 async def ledger_row(pool: asyncpg.Pool, event_id: str) -> asyncpg.Record:

@@ -43,9 +43,7 @@ async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -
     return await aiohttp_client(app_factory(**local_overrides()), cookie_jar=DummyCookieJar())
 
 
-async def make_user(
-    pool: asyncpg.Pool, email: str = "ada@example.com", *, roles: list[str] | None = None
-) -> str:
+async def make_user(pool: asyncpg.Pool, email: str = "ada@example.com", *, roles: list[str] | None = None) -> str:
     async with pool.acquire() as con:
         return await store.create_user(con, email, passwords.hash_password_sync(PASSWORD), roles or [])
 
@@ -69,9 +67,7 @@ async def login(client: Any, email: str = "ada@example.com", password: str = PAS
 # ------------------------------------------------------------------ login
 
 
-async def test_login_returns_an_access_token_and_a_scoped_refresh_cookie(
-    client: Any, db_pool: asyncpg.Pool
-) -> None:
+async def test_login_returns_an_access_token_and_a_scoped_refresh_cookie(client: Any, db_pool: asyncpg.Pool) -> None:
     user_id = await make_user(db_pool, roles=["support"])
     response = await login(client, email="  Ada@Example.com ")
     assert response.status == 200, await response.text()
@@ -79,9 +75,7 @@ async def test_login_returns_an_access_token_and_a_scoped_refresh_cookie(
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
     assert response.headers["Cache-Control"] == "no-store"
 
-    token_claims = jwt.decode(
-        body["access_token"], LOCAL_KEY, algorithms=["HS256"], audience="stripe-gateway"
-    )
+    token_claims = jwt.decode(body["access_token"], LOCAL_KEY, algorithms=["HS256"], audience="stripe-gateway")
     assert token_claims["iss"] == "stripe-gateway"
     assert token_claims["sub"] == user_id
     assert token_claims["roles"] == ["support"]
@@ -162,9 +156,7 @@ async def test_login_body_is_validated(client: Any, body: dict[str, Any]) -> Non
 # ------------------------------------------------------------------ refresh rotation
 
 
-async def test_refresh_rotates_and_a_reused_token_revokes_the_family(
-    client: Any, db_pool: asyncpg.Pool
-) -> None:
+async def test_refresh_rotates_and_a_reused_token_revokes_the_family(client: Any, db_pool: asyncpg.Pool) -> None:
     await make_user(db_pool)
     first = refresh_cookie(await login(client)).value
 
@@ -186,12 +178,8 @@ async def test_refresh_rotates_and_a_reused_token_revokes_the_family(
     await error_of(legit, 401, "refresh_token_invalid")
 
     async with db_pool.acquire() as con:
-        states = await con.fetch(
-            "SELECT revoked_at IS NOT NULL AS revoked, revoke_reason FROM refresh_tokens"
-        )
-        audit = await con.fetchval(
-            "SELECT count(*) FROM audit_log WHERE action = 'auth.refresh_reuse_detected'"
-        )
+        states = await con.fetch("SELECT revoked_at IS NOT NULL AS revoked, revoke_reason FROM refresh_tokens")
+        audit = await con.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.refresh_reuse_detected'")
     assert all(s["revoked"] for s in states) and len(states) == 3
     assert {s["revoke_reason"] for s in states} == {"reuse_detected"}
     assert audit == 1
@@ -251,9 +239,7 @@ async def test_cookie_is_secure_in_production(
 
 
 async def test_login_is_limited_per_ip(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -> None:
-    client = await aiohttp_client(
-        app_factory(**local_overrides(RATE_LIMIT_AUTH_MAX=3)), cookie_jar=DummyCookieJar()
-    )
+    client = await aiohttp_client(app_factory(**local_overrides(RATE_LIMIT_AUTH_MAX=3)), cookie_jar=DummyCookieJar())
     await make_user(db_pool)
     statuses = [(await login(client, email=f"u{n}@example.com")).status for n in range(4)]
     assert statuses == [401, 401, 401, 429]
@@ -356,9 +342,7 @@ def test_users_create_command(
     async def read() -> Any:
         con = await asyncpg.connect(database_url)
         try:
-            return await con.fetchrow(
-                "SELECT id::text, email, password_hash, roles FROM users WHERE email = $1", email
-            )
+            return await con.fetchrow("SELECT id::text, email, password_hash, roles FROM users WHERE email = $1", email)
         finally:
             await con.execute("DELETE FROM users WHERE email = $1", email)
             await con.close()

@@ -55,8 +55,10 @@ def ec_jwk(kid: str = "ec-1") -> dict[str, Any]:
 
 
 def rsa_public_pem(kid: str = "rsa-1") -> bytes:
-    return rsa_key(kid).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return (
+        rsa_key(kid)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -224,8 +226,10 @@ async def test_supabase_style_token(make_verifier: MakeVerifier) -> None:
     assert identity.user_id == "8f14e45f-ceea-467f-a0e4-3f1d9b2f5c11"
     assert identity.roles == {"admin"}
     # the default audience of the tests is refused for such a token
-    assert await rejected(make_verifier(make_settings(
-        JWT_ISSUER="https://abcd.supabase.co/auth/v1")).verify(token)) == "wrong_audience"
+    assert (
+        await rejected(make_verifier(make_settings(JWT_ISSUER="https://abcd.supabase.co/auth/v1")).verify(token))
+        == "wrong_audience"
+    )
 
 
 async def test_supabase_style_es256_from_jwks(make_verifier: MakeVerifier, jwks_server: JwksServer) -> None:
@@ -237,8 +241,9 @@ async def test_supabase_style_es256_from_jwks(make_verifier: MakeVerifier, jwks_
         JWT_AUDIENCE="authenticated",
         JWT_ROLES_CLAIM="app_metadata.roles",
     )
-    token = es256(claims(iss="https://abcd.supabase.co/auth/v1", aud="authenticated",
-                         app_metadata={"roles": "support"}))
+    token = es256(
+        claims(iss="https://abcd.supabase.co/auth/v1", aud="authenticated", app_metadata={"roles": "support"})
+    )
     identity = await make_verifier(settings).verify(token)
     assert identity.roles == {"support"}
 
@@ -264,9 +269,7 @@ async def test_hs256_signed_with_rsa_public_key_is_refused(
     await both.verify(rs256(claims()))  # the RSA key is in the cache
     assert await rejected(both.verify(forged)) == "bad_signature"
     # JWKS only: HS256 has no key source, so it is not allowed at all
-    jwks_only = make_verifier(
-        make_settings(JWT_SECRET="", JWT_ALGORITHMS="HS256,RS256", JWT_JWKS_URL=jwks_server.url)
-    )
+    jwks_only = make_verifier(make_settings(JWT_SECRET="", JWT_ALGORITHMS="HS256,RS256", JWT_JWKS_URL=jwks_server.url))
     assert await rejected(jwks_only.verify(forged)) == "algorithm_not_allowed"
 
 
@@ -292,9 +295,7 @@ async def test_jwk_declared_alg_must_match(make_verifier: MakeVerifier, jwks_ser
     assert await rejected(verifier.verify(rs256(claims()))) == "unknown_key"
 
 
-async def test_symmetric_keys_in_jwks_are_ignored(
-    make_verifier: MakeVerifier, jwks_server: JwksServer
-) -> None:
+async def test_symmetric_keys_in_jwks_are_ignored(make_verifier: MakeVerifier, jwks_server: JwksServer) -> None:
     secret = b"attacker-controlled-oct-key-0123456789"
     jwks_server.keys = [{"kty": "oct", "kid": "oct-1", "k": _b64(secret), "alg": "HS256"}]
     verifier = make_verifier(make_settings(JWT_ALGORITHMS="HS256,RS256", JWT_JWKS_URL=jwks_server.url))
@@ -364,9 +365,7 @@ def test_roles_from_claims() -> None:
 # ---------------------------------------------------------------- JWKS cache, refetch, cooldown
 
 
-async def test_unknown_kid_refetches_once_then_cooldown(
-    make_verifier: MakeVerifier, jwks_server: JwksServer
-) -> None:
+async def test_unknown_kid_refetches_once_then_cooldown(make_verifier: MakeVerifier, jwks_server: JwksServer) -> None:
     clock = FakeClock()
     settings = make_settings(
         JWT_ALGORITHMS=ASYMMETRIC,
@@ -411,9 +410,7 @@ async def test_jwks_cache_expires(make_verifier: MakeVerifier, jwks_server: Jwks
     assert jwks_server.fetches == 2
 
 
-async def test_concurrent_cold_cache_fetches_once(
-    make_verifier: MakeVerifier, jwks_server: JwksServer
-) -> None:
+async def test_concurrent_cold_cache_fetches_once(make_verifier: MakeVerifier, jwks_server: JwksServer) -> None:
     verifier = make_verifier(make_settings(JWT_ALGORITHMS=ASYMMETRIC, JWT_JWKS_URL=jwks_server.url))
     token = rs256(claims())
     results = await asyncio.gather(*(verifier.verify(token) for _ in range(20)))
@@ -424,9 +421,7 @@ async def test_concurrent_cold_cache_fetches_once(
 async def test_jwks_down_without_cached_keys(make_verifier: MakeVerifier, jwks_server: JwksServer) -> None:
     clock = FakeClock()
     jwks_server.status = 503
-    verifier = make_verifier(
-        make_settings(JWT_ALGORITHMS=ASYMMETRIC, JWT_JWKS_URL=jwks_server.url), clock=clock
-    )
+    verifier = make_verifier(make_settings(JWT_ALGORITHMS=ASYMMETRIC, JWT_JWKS_URL=jwks_server.url), clock=clock)
     with pytest.raises(KeySourceUnavailable):
         await verifier.verify(rs256(claims()))
     with pytest.raises(KeySourceUnavailable):
@@ -441,9 +436,7 @@ async def test_jwks_down_without_cached_keys(make_verifier: MakeVerifier, jwks_s
     assert jwks_server.fetches == 2
 
 
-async def test_stale_keys_kept_when_refresh_fails(
-    make_verifier: MakeVerifier, jwks_server: JwksServer
-) -> None:
+async def test_stale_keys_kept_when_refresh_fails(make_verifier: MakeVerifier, jwks_server: JwksServer) -> None:
     clock = FakeClock()
     settings = make_settings(JWT_ALGORITHMS=ASYMMETRIC, JWT_JWKS_URL=jwks_server.url, JWKS_CACHE_SECONDS=60)
     verifier = make_verifier(settings, clock=clock)

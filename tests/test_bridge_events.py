@@ -18,9 +18,7 @@ from tests.test_auth_jwt import claims, hs256
 pytestmark = pytest.mark.usefixtures("test_plans")
 
 
-async def test_listener_hears_after_commit_and_never_for_a_rollback(
-    db_pool: asyncpg.Pool, database_url: str
-) -> None:
+async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asyncpg.Pool, database_url: str) -> None:
     wakeup = BridgeWakeup(database_url)
     await wakeup.start()
     try:
@@ -158,16 +156,12 @@ async def test_reader_pages_with_a_cursor_and_filters_types(client: Any, db_pool
         "source_event_id",
         "created_at",
     }
-    rest = await client.get(
-        f"/v1/bridge/events?after={body['next_cursor']}&limit=100", headers=token("bridge:read")
-    )
+    rest = await client.get(f"/v1/bridge/events?after={body['next_cursor']}&limit=100", headers=token("bridge:read"))
     rest_body = await rest.json()
     assert len(rest_body["events"]) == 4 and rest_body["has_more"] is False
     ids = [e["id"] for e in body["events"] + rest_body["events"]]
     assert ids == sorted(ids)
-    cancelled = await client.get(
-        "/v1/bridge/events?types=SUBSCRIPTION_CANCELLED", headers=token("bridge:read")
-    )
+    cancelled = await client.get("/v1/bridge/events?types=SUBSCRIPTION_CANCELLED", headers=token("bridge:read"))
     assert [e["payload"]["subscription_id"] for e in (await cancelled.json())["events"]] == ["sub_page0"]
 
 

@@ -39,11 +39,7 @@ def publishable_types() -> set[str]:
         if ".publish(" not in source and "_publish(" not in source:
             continue
         for node in ast.walk(ast.parse(source)):
-            if (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and EVENT_TYPE.match(node.value)
-            ):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and EVENT_TYPE.match(node.value):
                 if node.value.startswith(("ORDER_", "SUBSCRIPTION_")) or path.name != "unit_of_work.py":
                     found.add(node.value)
     return found
@@ -180,9 +176,7 @@ async def produce(pool: asyncpg.Pool, event_type: str) -> None:
                 ),
             )
         if event_type == "ORDER_DISPUTED":
-            await deliver(
-                pool, make_event("charge.dispute.created", dispute(1000, charge=ch, payment_intent=pi))
-            )
+            await deliver(pool, make_event("charge.dispute.created", dispute(1000, charge=ch, payment_intent=pi)))
 
 
 @pytest.mark.usefixtures("test_plans")
@@ -190,9 +184,7 @@ async def produce(pool: asyncpg.Pool, event_type: str) -> None:
 async def test_each_registry_entry_is_produced_and_valid(db_pool: asyncpg.Pool, event_type: str) -> None:
     await produce(db_pool, event_type)
     async with db_pool.acquire() as con:
-        rows = await con.fetch(
-            "SELECT user_id, payload, metadata FROM bridge_events WHERE event_type = $1", event_type
-        )
+        rows = await con.fetch("SELECT user_id, payload, metadata FROM bridge_events WHERE event_type = $1", event_type)
     assert rows, f"no test scenario produced {event_type}"
     for row in rows:
         reg.validate_event(event_type, row["user_id"], row["payload"], row["metadata"])
@@ -207,9 +199,7 @@ async def test_an_invalid_event_fails_the_transaction(db_pool: asyncpg.Pool) -> 
                 unit.publish("ORDER_PAID", "u", {"order_id": "x", "not_declared_field": 1})
                 await unit.flush()
         with pytest.raises(reg.BridgeSchemaError, match="not in the schema registry"):
-            UnitOfWork(con, actor="test", source_event_id="evt_x", request_id=None).publish(
-                "NOPE_EVENT", None, {}
-            )
+            UnitOfWork(con, actor="test", source_event_id="evt_x", request_id=None).publish("NOPE_EVENT", None, {})
         assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
         assert await con.fetchval("SELECT count(*) FROM bridge_events") == 0
 

@@ -55,9 +55,7 @@ def checkout_app_overrides(fake: FakeStripe, **more: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
-) -> Any:
+async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe) -> Any:
     return await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe)))
 
 
@@ -131,13 +129,10 @@ async def test_checkout_prices_from_the_database_and_holds_stock(
             order_id,
         )
         items = await con.fetch(
-            "SELECT product_id, quantity, unit_amount FROM order_items WHERE order_id = $1::uuid "
-            "ORDER BY product_id",
+            "SELECT product_id, quantity, unit_amount FROM order_items WHERE order_id = $1::uuid ORDER BY product_id",
             order_id,
         )
-        audit = await con.fetch(
-            "SELECT action, actor, request_id FROM audit_log WHERE order_id = $1::uuid", order_id
-        )
+        audit = await con.fetch("SELECT action, actor, request_id FROM audit_log WHERE order_id = $1::uuid", order_id)
     assert order["status"] == "pending"
     assert order["user_id"] == "user-42"
     assert order["amount_total"] == 2 * 1250 + 2000
@@ -164,21 +159,14 @@ async def test_default_redirect_urls_come_from_the_settings(
 ) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
-    response = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
-    )
+    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer())
     assert response.status == 201, await response.text()
     [sent] = fake_stripe.requests_to("POST", "/v1/checkout/sessions")
-    assert (
-        sent.params["success_url"]
-        == "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}"
-    )
+    assert sent.params["success_url"] == "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}"
     assert sent.params["cancel_url"] == "http://localhost:3000/cart"
 
 
-async def test_paid_checkout_commits_the_stock(
-    client: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
-) -> None:
+async def test_paid_checkout_commits_the_stock(client: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=2, unit_amount=1500)
     response = await client.post(
@@ -216,18 +204,14 @@ async def test_expired_checkout_gives_the_stock_back(
 ) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=3)
-    response = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 3}]}, headers=bearer()
-    )
+    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 3}]}, headers=bearer())
     assert response.status == 201
     order_id = (await response.json())["order_id"]
     assert await stock_of(db_pool, product) == 0
     [session_id] = fake_stripe.sessions
 
     fake_stripe.sessions[session_id]["status"] = "expired"
-    delivered = await post_event(
-        client, make_event("checkout.session.expired", fake_stripe.sessions[session_id])
-    )
+    delivered = await post_event(client, make_event("checkout.session.expired", fake_stripe.sessions[session_id]))
     assert delivered.status == 200, await delivered.text()
 
     async with db_pool.acquire() as con:
@@ -238,14 +222,10 @@ async def test_expired_checkout_gives_the_stock_back(
     assert await stock_of(db_pool, product) == 3
 
 
-async def test_reservation_whose_webhook_never_came_is_swept_at_its_expiry(
-    client: Any, db_pool: asyncpg.Pool
-) -> None:
+async def test_reservation_whose_webhook_never_came_is_swept_at_its_expiry(client: Any, db_pool: asyncpg.Pool) -> None:
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
-    response = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
-    )
+    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer())
     assert response.status == 201
     async with db_pool.acquire() as con:
         assert await stock.release_expired(con) == 0  # not expired yet
@@ -369,9 +349,7 @@ async def test_checkout_needs_a_user(client: Any) -> None:
         ),
     ],
 )
-async def test_strict_validation(
-    client: Any, fake_stripe: FakeStripe, body: dict[str, Any], field: str
-) -> None:
+async def test_strict_validation(client: Any, fake_stripe: FakeStripe, body: dict[str, Any], field: str) -> None:
     response = await client.post(CHECKOUT, json=body, headers=bearer())
     error = await error_of(response, 422, "validation_failed")
     assert field in {d["field"] for d in error["details"]}
@@ -379,9 +357,7 @@ async def test_strict_validation(
 
 
 async def test_body_that_is_not_json_is_400(client: Any) -> None:
-    response = await client.post(
-        CHECKOUT, data=b"{nope", headers={**bearer(), "Content-Type": "application/json"}
-    )
+    response = await client.post(CHECKOUT, data=b"{nope", headers={**bearer(), "Content-Type": "application/json"})
     await error_of(response, 400, "invalid_json")
     response = await client.post(CHECKOUT, json=[1, 2], headers=bearer())
     await error_of(response, 422, "validation_failed")
@@ -397,9 +373,7 @@ async def test_stripe_error_cancels_the_order_and_releases_the_stock(
         product = await create_product(con, stock=2)
     fake_stripe.fail_next(1, status=500, path="/v1/checkout/sessions", should_retry=False)
 
-    response = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=bearer()
-    )
+    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=bearer())
 
     await error_of(response, 502, "stripe_error")
     assert await stock_of(db_pool, product) == 2
@@ -419,9 +393,7 @@ async def test_stripe_card_or_request_error_is_502_too(
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
     fake_stripe.fail_next(1, status=400, path="/v1/checkout/sessions", code="parameter_invalid")
-    response = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
-    )
+    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer())
     error = await error_of(response, 502, "stripe_error")
     assert error["details"] == {"stripe_code": "parameter_invalid"}
     assert await stock_of(db_pool, product) == 1
@@ -430,16 +402,12 @@ async def test_stripe_card_or_request_error_is_502_too(
 async def test_stripe_timeout_leaves_no_stock_held(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
 ) -> None:
-    client = await aiohttp_client(
-        app_factory(**checkout_app_overrides(fake_stripe, STRIPE_TIMEOUT_SECONDS=0.3))
-    )
+    client = await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe, STRIPE_TIMEOUT_SECONDS=0.3)))
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=1)
     fake_stripe.delay_next(1, 1.5, path="/v1/checkout/sessions")
 
-    response = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer()
-    )
+    response = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=bearer())
 
     await error_of(response, 502, "stripe_timeout")
     assert await stock_of(db_pool, product) == 1
@@ -472,9 +440,7 @@ async def test_same_idempotency_key_and_body_replays_without_a_second_order(
     assert await stock_of(db_pool, product) == 4
 
     # Another user's same key is another request.
-    other = await client.post(
-        CHECKOUT, json=body, headers={**bearer("user-2"), "Idempotency-Key": "cart-7f3a"}
-    )
+    other = await client.post(CHECKOUT, json=body, headers={**bearer("user-2"), "Idempotency-Key": "cart-7f3a"})
     assert other.status == 201
     assert (await other.json())["order_id"] != (await first.json())["order_id"]
 
@@ -483,13 +449,9 @@ async def test_same_idempotency_key_with_another_body_is_409(client: Any, db_poo
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=5)
     headers = {**bearer(), "Idempotency-Key": "k-1"}
-    first = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=headers
-    )
+    first = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 1}]}, headers=headers)
     assert first.status == 201
-    second = await client.post(
-        CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=headers
-    )
+    second = await client.post(CHECKOUT, json={"items": [{"product_id": product, "quantity": 2}]}, headers=headers)
     await error_of(second, 409, "idempotency_key_reused")
     assert await stock_of(db_pool, product) == 4
 
@@ -541,9 +503,7 @@ async def test_malformed_idempotency_key_is_400(client: Any) -> None:
 async def test_checkout_policy_limits_per_user(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
 ) -> None:
-    client = await aiohttp_client(
-        app_factory(**checkout_app_overrides(fake_stripe, RATE_LIMIT_CHECKOUT_MAX=2))
-    )
+    client = await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe, RATE_LIMIT_CHECKOUT_MAX=2)))
     async with db_pool.acquire() as con:
         product = await create_product(con, stock=10)
     body = {"items": [{"product_id": product, "quantity": 1}]}

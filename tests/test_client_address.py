@@ -132,7 +132,5 @@ async def test_behind_a_trusted_proxy(aiohttp_client: Any) -> None:
 
 async def test_spoofing_from_an_untrusted_peer(aiohttp_client: Any) -> None:
     client = await make(aiohttp_client, "10.0.0.0/8")
-    response = await client.get(
-        "/who", headers={"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
-    )
+    response = await client.get("/who", headers={"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"})
     assert await response.json() == {"ip": "127.0.0.1", "key": "127.0.0.1", "secure": False}

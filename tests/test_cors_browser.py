@@ -273,9 +273,7 @@ class Sites:
         async def page(request: web.Request) -> web.Response:
             headers = {}
             if request.query.get("token"):
-                headers["Authorization"] = (
-                    "Bearer " + request.query["token"]
-                )  # not CORS-safelisted: preflight
+                headers["Authorization"] = "Bearer " + request.query["token"]  # not CORS-safelisted: preflight
             body = PAGE % {"url": json.dumps(request.query["target"]), "headers": json.dumps(headers)}
             return web.Response(text=body, content_type="text/html")
 
@@ -342,16 +340,12 @@ async def test_browser_allowed_and_blocked_with_preflight(browser: Browser, site
         catalog_url = f"http://127.0.0.1:{gateway.port}/v1/catalog"
         assert await browser.result_of(page_url(other, catalog_url)) == "BLOCKED TypeError"
         assert seen == [("GET", "/v1/catalog", 200)]
-        assert (
-            await browser.result_of(page_url(allowed, catalog_url)) == 'OK 200 {"products":[{"sku":"SKU-1"}]}'
-        )
+        assert await browser.result_of(page_url(allowed, catalog_url)) == 'OK 200 {"products":[{"sku":"SKU-1"}]}'
     finally:
         await gateway.close()
 
 
-async def test_browser_against_the_real_app(
-    browser: Browser, sites: Sites, app_factory: Any, db_pool: Any
-) -> None:
+async def test_browser_against_the_real_app(browser: Browser, sites: Sites, app_factory: Any, db_pool: Any) -> None:
     allowed_port = free_port()
     app = app_factory(CORS_ORIGINS=f"http://127.0.0.1:{allowed_port}")
     seen = record_requests(app)

@@ -54,9 +54,7 @@ async def test_premium_user(client: Any, db_pool: asyncpg.Pool) -> None:
     assert body["cancel_at_period_end"] is False
 
 
-async def test_cancelled_at_period_end_stays_premium_until_the_end(
-    client: Any, db_pool: asyncpg.Pool
-) -> None:
+async def test_cancelled_at_period_end_stays_premium_until_the_end(client: Any, db_pool: asyncpg.Pool) -> None:
     now = int(time.time())
     await deliver(
         db_pool,
@@ -97,9 +95,7 @@ async def test_cancelled_at_period_end_stays_premium_until_the_end(
         db_pool,
         make_event(
             "customer.subscription.deleted",
-            subscription(
-                price_id=PRICE_PRO, sub_id="sub_ent_cancel", user_id="user-leaving", status="canceled"
-            ),
+            subscription(price_id=PRICE_PRO, sub_id="sub_ent_cancel", user_id="user-leaving", status="canceled"),
             created=now + 2,
         ),
     )
@@ -127,9 +123,7 @@ async def test_past_due_user_keeps_premium_while_stripe_retries(client: Any, db_
         db_pool,
         make_event(
             "invoice.payment_failed",
-            invoice(
-                subscription_id="sub_ent_pd", price_id=PRICE_PREMIUM, customer="cus_ent_pd", status="open"
-            ),
+            invoice(subscription_id="sub_ent_pd", price_id=PRICE_PREMIUM, customer="cus_ent_pd", status="open"),
             created=now + 1,
         ),
     )
@@ -171,9 +165,7 @@ async def test_user_without_subscription_and_the_service_endpoint(client: Any, d
             subscription(price_id=PRICE_PREMIUM, sub_id="sub_ent_svc", user_id="user-svc"),
         ),
     )
-    response = await client.get(
-        "/v1/users/user-svc/entitlements", headers=bearer("svc-rise", "entitlements:read")
-    )
+    response = await client.get("/v1/users/user-svc/entitlements", headers=bearer("svc-rise", "entitlements:read"))
     assert response.status == 200 and (await response.json())["premium"] is True
     assert (await client.get("/v1/users/user-svc/entitlements", headers=bearer("user-other"))).status == 403
     assert (await client.get("/v1/me/entitlements")).status == 401

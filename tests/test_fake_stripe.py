@@ -77,9 +77,7 @@ async def test_create_session_records_request_and_decodes_params(
     assert req.params["metadata"] == {"order_id": order}
 
 
-async def test_same_idempotency_key_gives_same_session(
-    fake_stripe: FakeStripe, client: stripe.StripeClient
-) -> None:
+async def test_same_idempotency_key_gives_same_session(fake_stripe: FakeStripe, client: stripe.StripeClient) -> None:
     order = str(uuid.uuid4())
     key = f"checkout:{order}"
     first = await client.v1.checkout.sessions.create_async(
@@ -101,9 +99,7 @@ async def test_same_idempotency_key_gives_same_session(
 
 async def test_same_key_other_params_is_an_idempotency_error(client: stripe.StripeClient) -> None:
     order = str(uuid.uuid4())
-    await client.v1.checkout.sessions.create_async(
-        params=session_params(order), options={"idempotency_key": "k1"}
-    )
+    await client.v1.checkout.sessions.create_async(params=session_params(order), options={"idempotency_key": "k1"})
     with pytest.raises(stripe.IdempotencyError):
         await client.v1.checkout.sessions.create_async(
             params=session_params(order, quantity=3), options={"idempotency_key": "k1"}
@@ -193,17 +189,13 @@ async def test_concurrent_request_with_same_key_gets_409(fake_stripe: FakeStripe
         )
         async with asyncio.timeout(5):
             await fake_stripe.wait_for_requests(1)  # the first request is inside the fake (and delayed)
-        async with http.post(
-            fake_stripe.base_url + "/v1/checkout/sessions", data=form, headers=headers
-        ) as resp:
+        async with http.post(fake_stripe.base_url + "/v1/checkout/sessions", data=form, headers=headers) as resp:
             assert resp.status == 409
             assert (await resp.json())["error"]["type"] == "idempotency_error"
         first_resp = await first
         assert first_resp.status == 200
         first_resp.release()
-        async with http.post(
-            fake_stripe.base_url + "/v1/checkout/sessions", data=form, headers=headers
-        ) as resp:
+        async with http.post(fake_stripe.base_url + "/v1/checkout/sessions", data=form, headers=headers) as resp:
             assert resp.status == 200
             assert resp.headers["Idempotent-Replayed"] == "true"
 
@@ -236,9 +228,7 @@ async def test_expires_at_window_and_validation(fake_stripe: FakeStripe, client:
         await client.v1.checkout.sessions.create_async(params={**params, "expires_at": 1})
     assert info.value.param == "expires_at"
     with pytest.raises(stripe.InvalidRequestError) as missing:
-        await client.v1.checkout.sessions.create_async(
-            params={k: v for k, v in params.items() if k != "mode"}
-        )
+        await client.v1.checkout.sessions.create_async(params={k: v for k, v in params.items() if k != "mode"})
     assert missing.value.param == "mode"
     with pytest.raises(stripe.InvalidRequestError):
         await client.v1.checkout.sessions.create_async(
@@ -295,9 +285,7 @@ async def test_events_listing_filters(fake_stripe: FakeStripe, client: stripe.St
     recent = await client.v1.events.list_async(params={"created": {"gte": 1_700_000_005}, "limit": 100})
     assert {e.created for e in recent.data} == set(range(1_700_000_005, 1_700_000_010))
     assert len(recent.data) == 10 and not recent.has_more
-    window = await client.v1.events.list_async(
-        params={"created": {"gt": 1_700_000_001, "lte": 1_700_000_003}}
-    )
+    window = await client.v1.events.list_async(params={"created": {"gt": 1_700_000_001, "lte": 1_700_000_003}})
     assert {e.created for e in window.data} == {1_700_000_002, 1_700_000_003}
     typed = await client.v1.events.list_async(params={"type": "payment_intent.succeeded", "limit": 100})
     assert len(typed.data) == 10 and all(e.type == "payment_intent.succeeded" for e in typed.data)

@@ -32,9 +32,7 @@ async def switched_off(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.P
     return await aiohttp_client(app_factory(WEBHOOK_HANDLERS_ENABLED="false"))
 
 
-async def receive_while_switched_off(
-    client: Any, pool: asyncpg.Pool
-) -> tuple[str, int, list[dict[str, Any]]]:
+async def receive_while_switched_off(client: Any, pool: asyncpg.Pool) -> tuple[str, int, list[dict[str, Any]]]:
     async with pool.acquire() as con:
         product = await create_product(con, stock=5)
         order_id = await create_order(con, [(product, 2)])
@@ -54,9 +52,7 @@ async def receive_while_switched_off(
     return order_id, product, events
 
 
-async def test_switched_off_records_received_and_changes_nothing(
-    switched_off: Any, db_pool: asyncpg.Pool
-) -> None:
+async def test_switched_off_records_received_and_changes_nothing(switched_off: Any, db_pool: asyncpg.Pool) -> None:
     order_id, product, events = await receive_while_switched_off(switched_off, db_pool)
 
     assert await order_status(db_pool, order_id) == "pending"
@@ -90,9 +86,7 @@ async def test_replay_pending_applies_what_the_switch_held(
             await con.fetchval("SELECT state FROM stock_reservations WHERE order_id = $1::uuid", order_id)
             == "committed"
         )
-        assert [r["event_type"] for r in await con.fetch("SELECT event_type FROM bridge_events")] == [
-            "ORDER_PAID"
-        ]
+        assert [r["event_type"] for r in await con.fetch("SELECT event_type FROM bridge_events")] == ["ORDER_PAID"]
         assert await con.fetchval("SELECT count(*) FROM payments") == 1
     for event in events:
         assert (await ledger_row(db_pool, event["id"]))["status"] == "processed"
@@ -106,9 +100,7 @@ async def test_replay_pending_applies_what_the_switch_held(
 
 
 @pytest.mark.slow
-async def test_replay_pending_as_a_real_process(
-    switched_off: Any, db_pool: asyncpg.Pool, database_url: str
-) -> None:
+async def test_replay_pending_as_a_real_process(switched_off: Any, db_pool: asyncpg.Pool, database_url: str) -> None:
     order_id, product, _ = await receive_while_switched_off(switched_off, db_pool)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "WEBHOOK_", "DATABASE_"))}
     env.update(BASE_ENV)

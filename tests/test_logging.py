@@ -150,9 +150,7 @@ def test_message_text_and_arguments_are_scrubbed(captured: io.StringIO) -> None:
     log.info("login failed for %s", SECRETS[5])
     log.info(f"calling Stripe with {SECRETS[0]} and Authorization: Bearer {SECRETS[8]}")
     log.info("retry with password=%s token=%s", SECRETS[7], SECRETS[9])
-    log.info(
-        'json {"password": "%s", "client_secret": "%s", "cookie": "%s"}', SECRETS[7], SECRETS[12], SECRETS[10]
-    )
+    log.info('json {"password": "%s", "client_secret": "%s", "cookie": "%s"}', SECRETS[7], SECRETS[12], SECRETS[10])
     log.info("header Stripe-Signature: %s", SECRETS[11])
     log.info("webhook secret whsec rotation: %s", SECRETS[4])
     assert_clean(captured)

@@ -78,9 +78,7 @@ def build_app(settings: Settings, *, before_auth: list[Any] | None = None) -> we
 
 @pytest.fixture
 def make_client(aiohttp_client: ClientFactory) -> MakeClient:
-    async def factory(
-        settings: Settings | None = None, **kwargs: Any
-    ) -> TestClient[web.Request, web.Application]:
+    async def factory(settings: Settings | None = None, **kwargs: Any) -> TestClient[web.Request, web.Application]:
         return await aiohttp_client(build_app(settings or make_settings(), **kwargs))
 
     return factory
@@ -176,7 +174,10 @@ async def test_valid_hs256_sets_the_context(make_client: MakeClient) -> None:
     response = await client.get("/me", headers=bearer(hs256(claims(roles=["buyer"]))))
     assert response.status == 200
     assert await response.json() == {
-        "user": "user-1", "roles": ["buyer"], "authenticated": True, "identified": "user-1",
+        "user": "user-1",
+        "roles": ["buyer"],
+        "authenticated": True,
+        "identified": "user-1",
     }
 
 

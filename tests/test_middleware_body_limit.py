@@ -68,9 +68,7 @@ def assert_413(body: Any, response: Any) -> None:
 
 
 async def test_json_at_the_limit_passes(client: Any) -> None:
-    response = await client.post(
-        "/json", data=json_of_size(JSON_LIMIT), headers={"Content-Type": "application/json"}
-    )
+    response = await client.post("/json", data=json_of_size(JSON_LIMIT), headers={"Content-Type": "application/json"})
     assert response.status == 200
     assert (await response.json())["size"] == JSON_LIMIT
 
@@ -102,9 +100,7 @@ async def test_refused_from_the_header_alone(client: Any) -> None:
 
 
 async def test_chunked_json_over_the_limit_is_refused(client: Any) -> None:
-    response = await client.post(
-        "/json", data=chunked(JSON_LIMIT * 3), headers={"Content-Type": "application/json"}
-    )
+    response = await client.post("/json", data=chunked(JSON_LIMIT * 3), headers={"Content-Type": "application/json"})
     assert response.status == 413
     assert response.content_type == "application/json"
     assert_413(await response.json(), response)
@@ -122,9 +118,7 @@ async def test_chunked_json_under_the_limit_passes(client: Any) -> None:
 
 
 async def test_raw_route_has_its_own_limit(client: Any) -> None:
-    response = await client.post(
-        "/raw", data=b"r" * (JSON_LIMIT * 3)
-    )  # over the JSON limit, under the raw one
+    response = await client.post("/raw", data=b"r" * (JSON_LIMIT * 3))  # over the JSON limit, under the raw one
     assert response.status == 200
     assert (await response.json())["size"] == JSON_LIMIT * 3
     response = await client.post("/raw", data=b"r" * RAW_LIMIT)

@@ -67,9 +67,7 @@ async def api_error(request: web.Request) -> web.Response:
 DB_FAILURES: dict[str, BaseException] = {
     "refused": ConnectionRefusedError(111, "Connection refused"),
     "timeout": TimeoutError(),
-    "admin_shutdown": asyncpg.exceptions.AdminShutdownError(
-        "terminating connection due to administrator command"
-    ),
+    "admin_shutdown": asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
     "cannot_connect_now": asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
     "too_many": asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
     "connection_gone": asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),

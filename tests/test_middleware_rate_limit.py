@@ -160,9 +160,7 @@ async def test_webhook_burst_gets_429_with_headers_log_and_metric(
     assert rate_limited("webhook") == before + 1
 
     warnings = [r for r in caplog.records if r.name == "gateway.ratelimit"]
-    assert [(r.levelno, r.getMessage()) for r in warnings] == [
-        (logging.WARNING, "Webhook rate limit exceeded (429)")
-    ]
+    assert [(r.levelno, r.getMessage()) for r in warnings] == [(logging.WARNING, "Webhook rate limit exceeded (429)")]
     assert len(log_lines) == 1
     assert log_lines[0]["message"] == "Webhook rate limit exceeded (429)"
     assert log_lines[0]["requestId"] == "req-webhook-429-0001"
@@ -206,8 +204,7 @@ async def test_error_answers_of_allowed_requests_carry_the_ratelimit_headers(mak
 async def test_x_forwarded_for_from_an_untrusted_peer_opens_no_new_bucket(make_client: MakeClient) -> None:
     client = await make_client(RATE_LIMIT_WEBHOOK_MAX=2, TRUSTED_PROXIES="")
     statuses = [
-        (await client.post("/stripe/webhook", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status
-        for i in range(4)
+        (await client.post("/stripe/webhook", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status for i in range(4)
     ]
     assert statuses == [200, 200, 429, 429]
 
@@ -292,9 +289,7 @@ async def test_unreachable_redis_fails_open(make_client: MakeClient) -> None:
 
 
 async def test_unreachable_redis_fails_closed(make_client: MakeClient) -> None:
-    client = await make_client(
-        RATE_LIMIT_STORE="redis", REDIS_URL=UNREACHABLE_REDIS, RATE_LIMIT_FAIL_OPEN="false"
-    )
+    client = await make_client(RATE_LIMIT_STORE="redis", REDIS_URL=UNREACHABLE_REDIS, RATE_LIMIT_FAIL_OPEN="false")
     before = store_errors("rejected")
     response = await client.post("/stripe/webhook", headers={"X-Request-ID": "req-redis-down-0001"})
     assert response.status == 503
@@ -307,4 +302,3 @@ async def test_unreachable_redis_fails_closed(make_client: MakeClient) -> None:
         }
     }
     assert store_errors("rejected") == before + 1
-

@@ -67,8 +67,20 @@ _RANGES = re.compile(r"\[[^\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 _IDENTIFIER = re.compile(r"(?<![\w.:$])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()")
 _KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-    "inf", "nan", "atan2",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
 }
 
 
@@ -150,9 +162,7 @@ def runbook_anchors() -> set[str]:
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.skip(
-            "promtool not found: install the Debian package `prometheus` (scripts/install-system-deps.sh)"
-        )
+        pytest.skip("promtool not found: install the Debian package `prometheus` (scripts/install-system-deps.sh)")
     return path
 
 
@@ -175,8 +185,13 @@ def test_promql_metric_names(expr: str, expected: set[str]) -> None:
 
 def test_exported_series_include_suffixes() -> None:
     series = exported_series()
-    assert {"stripe_webhook_responses_total", "http_request_duration_seconds_bucket", "gateway_ready",
-            "gateway_build_info", "db_pool_in_use"} <= series
+    assert {
+        "stripe_webhook_responses_total",
+        "http_request_duration_seconds_bucket",
+        "gateway_ready",
+        "gateway_build_info",
+        "db_pool_in_use",
+    } <= series
     assert "stripe_webhook_responses" not in series
 
 
@@ -193,7 +208,11 @@ def test_promtool_check_rules() -> None:
 def test_promtool_rule_unit_tests() -> None:
     result = subprocess.run(
         [promtool(), "test", "rules", RULE_TESTS.name],
-        cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=120, check=False,
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -343,9 +362,15 @@ def test_dashboard_structure() -> None:
     assert len(ids) == len(set(ids)), "panel ids are unique"
     titles = {panel["title"] for panel in data["panels"]}
     wanted = {
-        "Webhook responses by status", "Events by type and outcome", "Signature failures by reason",
-        "Latency p50 / p95 / p99 by route", "Rate limited by policy", "Database pool", "Ledger rows waiting",
-        "Bridge outbox backlog", "Readiness by pod",
+        "Webhook responses by status",
+        "Events by type and outcome",
+        "Signature failures by reason",
+        "Latency p50 / p95 / p99 by route",
+        "Rate limited by policy",
+        "Database pool",
+        "Ledger rows waiting",
+        "Bridge outbox backlog",
+        "Readiness by pod",
     }
     assert wanted <= titles, sorted(wanted - titles)
     for panel in data["panels"]:
@@ -425,7 +450,5 @@ def test_migration_job_and_disruption_budget() -> None:
 def test_install_script_is_valid_shell() -> None:
     script = ROOT / "scripts" / "install-system-deps.sh"
     assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
-    result = subprocess.run(
-        ["sh", str(script), "--check"], capture_output=True, text=True, timeout=30, check=False
-    )
+    result = subprocess.run(["sh", str(script), "--check"], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr

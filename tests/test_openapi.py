@@ -81,9 +81,7 @@ def test_document_matches_the_route_table(app_factory: Any) -> None:
     assert documented - routes == set(), "documented operations the app does not have"
 
 
-async def test_document_is_served_as_json(
-    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool
-) -> None:
+async def test_document_is_served_as_json(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -> None:
     client = await aiohttp_client(app_factory())
     response = await client.get("/openapi.json")
     assert response.status == 200
@@ -160,17 +158,13 @@ async def _seed(database_url: str) -> None:
         await con.execute(TRUNCATE_ALL)
         for n in range(1, 6):
             await create_product(con, f"SKU-{n}", stock=3, unit_amount=500 * n)
-        await store.create_user(
-            con, "ada@example.com", passwords.hash_password_sync("correct horse battery"), []
-        )
+        await store.create_user(con, "ada@example.com", passwords.hash_password_sync("correct horse battery"), [])
     finally:
         await con.close()
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(database_url: str, tmp_path: Path) -> None:
     executable = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
     if not Path(executable).exists():
         pytest.fail("schemathesis is not installed (it is in the dev extra of pyproject.toml)")

@@ -77,9 +77,7 @@ async def paid_order(pool: asyncpg.Pool, email: str | None = BUYER) -> str:
 
 
 def sample(outcome: str | None = None) -> float:
-    metric = (
-        metrics.EMAILS_SENT.labels(KIND) if outcome is None else metrics.EMAILS_FAILED.labels(KIND, outcome)
-    )
+    metric = metrics.EMAILS_SENT.labels(KIND) if outcome is None else metrics.EMAILS_FAILED.labels(KIND, outcome)
     value: float = metric._value.get()
     return value
 
@@ -102,9 +100,7 @@ async def test_confirmation_sent_once_and_not_again_after_a_restart(
     assert sample() == sent_before + 1
     ours = [r for r in caplog.records if r.name.startswith("gateway")]  # (aiosmtpd's own server logs it)
     assert any(r.getMessage() == "order e-mail sent" for r in ours)
-    assert all(
-        BUYER not in r.getMessage() and all(BUYER not in str(v) for v in r.__dict__.values()) for r in ours
-    )
+    assert all(BUYER not in r.getMessage() and all(BUYER not in str(v) for v in r.__dict__.values()) for r in ours)
     async with db_pool.acquire() as con:
         row = await con.fetchrow("SELECT status, attempts, sent_at FROM email_deliveries")
     assert row["status"] == "sent" and row["attempts"] == 1 and row["sent_at"] is not None
@@ -135,8 +131,7 @@ async def test_failures_are_retried_with_backoff_then_given_up(
     assert sample("gave_up") == gave_up + 1
     async with db_pool.acquire() as con:
         assert (
-            await con.fetchval("SELECT status FROM email_deliveries ORDER BY bridge_event_id DESC LIMIT 1")
-            == "failed"
+            await con.fetchval("SELECT status FROM email_deliveries ORDER BY bridge_event_id DESC LIMIT 1") == "failed"
         )
 
 
@@ -156,9 +151,7 @@ async def test_the_app_sends_in_the_background(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, smtp: tuple[Mailbox, str]
 ) -> None:
     mailbox, url = smtp
-    await aiohttp_client(
-        app_factory(SMTP_URL=url, SMTP_SENDER="shop@example.com", EMAIL_POLL_INTERVAL_SECONDS="0.2")
-    )
+    await aiohttp_client(app_factory(SMTP_URL=url, SMTP_SENDER="shop@example.com", EMAIL_POLL_INTERVAL_SECONDS="0.2"))
     await paid_order(db_pool)
     for _ in range(100):  # woken by NOTIFY; the deadline only bounds a failure
         if mailbox.messages:

@@ -13,9 +13,7 @@ from tests.test_checkout import bearer, checkout_app_overrides, error_of
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
-) -> Any:
+async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe) -> Any:
     return await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe)))
 
 
@@ -89,9 +87,7 @@ async def test_list_is_own_orders_newest_first_in_pages(client: Any, db_pool: as
     assert seen == list(reversed(mine))
 
 
-@pytest.mark.parametrize(
-    "query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "nope"}, {"page": "2"}]
-)
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "nope"}, {"page": "2"}])
 async def test_bad_list_queries_are_422(client: Any, query: dict[str, str]) -> None:
     response = await client.get("/v1/orders", params=query, headers=bearer("alice"))
     await error_of(response, 422, "validation_failed")

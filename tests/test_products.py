@@ -19,9 +19,7 @@ from tests.test_checkout import checkout_app_overrides
 
 
 @pytest.fixture
-async def client(
-    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe
-) -> Any:
+async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool, fake_stripe: FakeStripe) -> Any:
     return await aiohttp_client(app_factory(**checkout_app_overrides(fake_stripe)))
 
 
@@ -131,8 +129,7 @@ async def test_import_upserts_by_sku(db_pool: asyncpg.Pool) -> None:
             source="test",
         )
         products = await con.fetch(
-            "SELECT sku, name, unit_amount, stock_available, active, stripe_price_id "
-            "FROM products ORDER BY sku"
+            "SELECT sku, name, unit_amount, stock_available, active, stripe_price_id FROM products ORDER BY sku"
         )
         audits = await con.fetchval("SELECT count(*) FROM audit_log WHERE action = 'products.imported'")
     assert (first.inserted, first.updated) == (2, 0)
@@ -152,9 +149,7 @@ def test_products_import_command(
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("GATEWAY_ENV_FILE", str(tmp_path / "none.env"))
     good = tmp_path / "catalog.yaml"
-    good.write_text(
-        "products:\n  - {sku: CLI-1, name: From the CLI, unit_amount: 990, currency: eur, stock: 4}\n"
-    )
+    good.write_text("products:\n  - {sku: CLI-1, name: From the CLI, unit_amount: 990, currency: eur, stock: 4}\n")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"sku": "CLI-2", "name": "No price", "currency": "eur", "stock": 1}]))
 
@@ -167,9 +162,7 @@ def test_products_import_command(
     async def read() -> Any:
         con = await asyncpg.connect(database_url)
         try:
-            return await con.fetchrow(
-                "SELECT name, unit_amount, stock_available FROM products WHERE sku = 'CLI-1'"
-            )
+            return await con.fetchrow("SELECT name, unit_amount, stock_available FROM products WHERE sku = 'CLI-1'")
         finally:
             await con.execute("DELETE FROM products WHERE sku = 'CLI-1'")
             await con.close()

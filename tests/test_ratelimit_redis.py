@@ -129,9 +129,7 @@ async def test_the_cleanup_context_builds_a_redis_limiter_and_closes_it(
     redis_url: str, settings_factory: Callable[..., Settings]
 ) -> None:
     app = web.Application()
-    app[keys.SETTINGS] = settings_factory(
-        RATE_LIMIT_STORE="redis", REDIS_URL=redis_url, RATE_LIMIT_WEBHOOK_MAX=2
-    )
+    app[keys.SETTINGS] = settings_factory(RATE_LIMIT_STORE="redis", REDIS_URL=redis_url, RATE_LIMIT_WEBHOOK_MAX=2)
     context = rate_limiter_ctx(app)
     await anext(context)
     limiter = app[keys.RATE_LIMITER]

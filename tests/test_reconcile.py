@@ -52,9 +52,7 @@ async def test_reconcile_ingests_only_missing_events(
     db_pool: asyncpg.Pool, settings: Settings, fake_stripe: FakeStripe
 ) -> None:
     product, orders, events = await orders_with_events(db_pool, 6)
-    ignored_type = make_event(
-        "customer.created", {"id": "cus_1", "object": "customer"}, created=int(time.time()) - 100
-    )
+    ignored_type = make_event("customer.created", {"id": "cus_1", "object": "customer"}, created=int(time.time()) - 100)
     for event in events[:2]:  # delivered by the webhook already
         assert (await deliver(db_pool, event)).status == "processed"
     fake_stripe.add_events([*events, ignored_type])
@@ -110,10 +108,7 @@ async def test_reconcile_reads_every_page(
     assert [await order_status(db_pool, o) for o in orders] == ["paid"] * 10
     # Ingested oldest first, as they happened.
     async with db_pool.acquire() as con:
-        ids = [
-            r["stripe_event_id"]
-            for r in await con.fetch("SELECT stripe_event_id FROM webhook_events ORDER BY id")
-        ]
+        ids = [r["stripe_event_id"] for r in await con.fetch("SELECT stripe_event_id FROM webhook_events ORDER BY id")]
     assert ids == [events[5]["id"]] + [e["id"] for i, e in enumerate(events) if i != 5]
 
 
@@ -137,13 +132,9 @@ async def test_reconcile_window_is_at_most_30_days(
     assert await ledger_row(db_pool, too_old["id"]) is None
 
 
-async def test_reconcile_type_filter(
-    db_pool: asyncpg.Pool, settings: Settings, fake_stripe: FakeStripe
-) -> None:
+async def test_reconcile_type_filter(db_pool: asyncpg.Pool, settings: Settings, fake_stripe: FakeStripe) -> None:
     _, _, events = await orders_with_events(db_pool, 2)
-    other = make_event(
-        "customer.created", {"id": "cus_1", "object": "customer"}, created=int(time.time()) - 50
-    )
+    other = make_event("customer.created", {"id": "cus_1", "object": "customer"}, created=int(time.time()) - 50)
     fake_stripe.add_events([*events, other])
 
     result = await run_cli(

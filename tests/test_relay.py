@@ -87,9 +87,7 @@ async def test_relay_copies_in_order_and_exports_its_lag(db_pool: asyncpg.Pool, 
     assert metrics.OUTBOX_BACKLOG._value.get() == 0 and metrics.BRIDGE_RELAY_LAG_SECONDS._value.get() == 0
 
 
-async def test_relay_after_a_gateway_restart_sends_each_event_once(
-    db_pool: asyncpg.Pool, bridge_url: str
-) -> None:
+async def test_relay_after_a_gateway_restart_sends_each_event_once(db_pool: asyncpg.Pool, bridge_url: str) -> None:
     await publish(db_pool, 4)
     first = Relay(db_pool, bridge_url)
     await first.drain()
@@ -122,9 +120,7 @@ async def _target_down(url: str, down: bool) -> int:
     return terminated
 
 
-async def test_relay_survives_a_restart_of_the_target_database(
-    db_pool: asyncpg.Pool, bridge_url: str
-) -> None:
+async def test_relay_survives_a_restart_of_the_target_database(db_pool: asyncpg.Pool, bridge_url: str) -> None:
     relay = Relay(db_pool, bridge_url)
     try:
         await publish(db_pool, 2)

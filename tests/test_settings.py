@@ -242,9 +242,7 @@ def check_config(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedPro
 
 
 def test_check_config_fails_listing_every_problem(tmp_path: Path) -> None:
-    result = check_config(
-        {"APP_ENV": "production", "CORS_ORIGINS": "*", "TRUSTED_HOSTS": "*", "PORT": "x"}, tmp_path
-    )
+    result = check_config({"APP_ENV": "production", "CORS_ORIGINS": "*", "TRUSTED_HOSTS": "*", "PORT": "x"}, tmp_path)
     assert result.returncode == 2, result
     for fragment in (
         "CORS_ORIGINS: '*' is refused in production",

@@ -67,20 +67,28 @@ async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[dict[str, 
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in {f.metadata["env"] for f in SETTING_FIELDS}}
     env.update(BASE_ENV)
-    env.update({
-        "DATABASE_URL": database_url,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "METRICS_PORT": str(metrics_port),
-        "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
-        "SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_TIMEOUT_SECONDS),
-        "DB_COMMAND_TIMEOUT": "30",
-        "GATEWAY_ENV_FILE": str(tmp_path / "absent.env"),
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "METRICS_PORT": str(metrics_port),
+            "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
+            "SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_TIMEOUT_SECONDS),
+            "DB_COMMAND_TIMEOUT": "30",
+            "GATEWAY_ENV_FILE": str(tmp_path / "absent.env"),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     info = {"process": process, "base": base, "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
@@ -108,8 +116,7 @@ async def test_sigterm_drains_then_exits_cleanly(gateway: dict[str, Any], databa
     session = aiohttp.ClientSession()
     try:
         in_flight = asyncio.create_task(
-            session.post(base + "/stripe/webhook", data=body, headers=headers,
-                         timeout=aiohttp.ClientTimeout(total=60))
+            session.post(base + "/stripe/webhook", data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=60))
         )
 
         async def delivery_waits_on_the_lock() -> bool:
@@ -161,9 +168,10 @@ async def test_sigterm_drains_then_exits_cleanly(gateway: dict[str, Any], databa
 
     status_row = await asyncpg.connect(database_url)
     try:
-        assert await status_row.fetchval(
-            "SELECT status FROM webhook_events WHERE stripe_event_id = $1", event["id"]
-        ) == "ignored"
+        assert (
+            await status_row.fetchval("SELECT status FROM webhook_events WHERE stripe_event_id = $1", event["id"])
+            == "ignored"
+        )
     finally:
         await status_row.close()
     assert process.stdout is not None

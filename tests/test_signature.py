@@ -28,9 +28,7 @@ NOW = 1_700_000_000
 BODY = fixture_bytes("stripe-events/sync-engine/payment_intent.succeeded__2020-03-02_1IlYUUJDPo.json")
 
 
-def reason(
-    body: bytes, header: str | None, secrets: list[str], *, tolerance: int = 300, now: float = NOW
-) -> str:
+def reason(body: bytes, header: str | None, secrets: list[str], *, tolerance: int = 300, now: float = NOW) -> str:
     with pytest.raises(SignatureError) as info:
         verify_signature(body, header, secrets, tolerance, now=now)
     assert info.value.reason in SIGNATURE_FAILURE_REASONS

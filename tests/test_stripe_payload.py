@@ -60,21 +60,15 @@ def obj(name: str) -> dict[str, Any]:
         ),
         (
             SYNC + "refund.created__2020-03-02_1KJrGtJDPo.json",
-            sp.RelatedIds(
-                payment_intent_id="pi_1GszsK2eZvKYlo2CfhZyoZLp", charge_id="ch_1NirD82eZvKYlo2CIvbtLWuY"
-            ),
+            sp.RelatedIds(payment_intent_id="pi_1GszsK2eZvKYlo2CfhZyoZLp", charge_id="ch_1NirD82eZvKYlo2CIvbtLWuY"),
         ),
         (
             SYNC + "refund.updated__2020-03-02_1KJrGtJDPo.json",
-            sp.RelatedIds(
-                payment_intent_id="pi_1GszsK2eZvKYlo2CfhZyoZLp", charge_id="ch_1NirD82eZvKYlo2CIvbtLWuY"
-            ),
+            sp.RelatedIds(payment_intent_id="pi_1GszsK2eZvKYlo2CfhZyoZLp", charge_id="ch_1NirD82eZvKYlo2CIvbtLWuY"),
         ),
         (
             SYNC + "charge.dispute.created__2020-03-02_3KtQThJDPo.json",
-            sp.RelatedIds(
-                payment_intent_id="pi_1IqtG9JDPojXS6LNOGnYrIqq", charge_id="ch_1IqtGAJDPojXS6LNstgEfUji"
-            ),
+            sp.RelatedIds(payment_intent_id="pi_1IqtG9JDPojXS6LNOGnYrIqq", charge_id="ch_1IqtGAJDPojXS6LNstgEfUji"),
         ),
         (
             SYNC + "customer.subscription.created__2020-03-02_1J02NfJDPo.json",
@@ -114,8 +108,7 @@ def obj(name: str) -> dict[str, Any]:
             sp.RelatedIds(subscription_id="sub_1234", customer_id="cus_1234"),
         ),
         (
-            BUILT
-            + "pay/constructed__customer.subscription.updated__2025-03-31.basil__sub_00000000000000.json",
+            BUILT + "pay/constructed__customer.subscription.updated__2025-03-31.basil__sub_00000000000000.json",
             sp.RelatedIds(subscription_id="sub_00000000000000", customer_id="cus_00000000000000"),
         ),
         (
@@ -123,8 +116,7 @@ def obj(name: str) -> dict[str, Any]:
             sp.RelatedIds(charge_id="ch_1PgafuB7WZ01zgkWXYmPNZs8"),
         ),
         (
-            BUILT
-            + "stripe-mock/constructed__refund.created__2025-03-31.basil__re_1Pgc72B7WZ01zgkWqPvrRrPE.json",
+            BUILT + "stripe-mock/constructed__refund.created__2025-03-31.basil__re_1Pgc72B7WZ01zgkWqPvrRrPE.json",
             sp.RelatedIds(charge_id="ch_1PgafuB7WZ01zgkWXYmPNZs8"),
         ),
     ],
@@ -169,9 +161,7 @@ def test_object_type_from_event_type_when_object_key_missing() -> None:
 
 def test_unknown_object_type_keeps_metadata_and_customer() -> None:
     order = str(uuid.uuid4())
-    ids = sp.related_ids(
-        "customer.created", {"object": "customer", "id": "cus_1", "metadata": {"order_id": order}}
-    )
+    ids = sp.related_ids("customer.created", {"object": "customer", "id": "cus_1", "metadata": {"order_id": order}})
     assert ids == sp.RelatedIds(order_id=order)
 
 
@@ -366,10 +356,7 @@ def test_invoice_subscription_old_top_level() -> None:
     assert sp.invoice_subscription(obj(FXA + "invoice.payment_succeeded__2019-12-03_1GQf15BVqm.json")) == (
         "sub_GyHjvuW3xOeaZS"
     )
-    assert (
-        sp.invoice_subscription(obj(SYNC + "invoice.paid__2020-03-02_1KJrGtJDPo.json"))
-        == "sub_JsuPyCPhXWfZar"
-    )
+    assert sp.invoice_subscription(obj(SYNC + "invoice.paid__2020-03-02_1KJrGtJDPo.json")) == "sub_JsuPyCPhXWfZar"
     # A one-off invoice (Stripe CLI `invoice.paid`): no subscription at all.
     assert sp.invoice_subscription(obj(RUBY + "invoice.paid__2020-08-27_0000000000.json")) is None
 
@@ -446,9 +433,9 @@ def test_invoice_user_id_old_and_basil_built() -> None:
 
 
 def test_subscription_period_end_old_top_level() -> None:
-    assert sp.subscription_period_end(
-        obj(FXA + "customer.subscription.updated__2019-12-03_0000000000.json")
-    ) == (1588530900)
+    assert sp.subscription_period_end(obj(FXA + "customer.subscription.updated__2019-12-03_0000000000.json")) == (
+        1588530900
+    )
     sub = obj(SYNC + "customer.subscription.updated__2020-03-02_1IlavxJDPo.json")
     assert sp.subscription_period_end(sub) == 1621572344
     assert sp.subscription_period_start(sub) == sub["current_period_start"]
@@ -464,9 +451,7 @@ def test_subscription_period_end_basil_items() -> None:
 
 
 def test_subscription_period_end_latest_item_wins_built() -> None:
-    sub = se.subscription(
-        price_id="price_a", current_period_start=100, current_period_end=200, api_version=se.BASIL
-    )
+    sub = se.subscription(price_id="price_a", current_period_start=100, current_period_end=200, api_version=se.BASIL)
     second = copy.deepcopy(sub["items"]["data"][0])
     second["current_period_start"], second["current_period_end"] = 50, 300
     sub["items"]["data"].append(second)
@@ -477,21 +462,21 @@ def test_subscription_period_end_latest_item_wins_built() -> None:
 
 
 def test_subscription_price_id_across_versions() -> None:
-    assert sp.subscription_price_id(
-        obj(FXA + "customer.subscription.updated__2019-12-03_0000000000.json")
-    ) == ("plan_00000000000000")
-    assert sp.subscription_price_id(
-        obj(SYNC + "customer.subscription.created__2020-03-02_1J02NfJDPo.json")
-    ) == ("price_1IDQm5JDPojXS6LNM31hxKzp")
+    assert sp.subscription_price_id(obj(FXA + "customer.subscription.updated__2019-12-03_0000000000.json")) == (
+        "plan_00000000000000"
+    )
+    assert sp.subscription_price_id(obj(SYNC + "customer.subscription.created__2020-03-02_1J02NfJDPo.json")) == (
+        "price_1IDQm5JDPojXS6LNM31hxKzp"
+    )
     assert sp.subscription_price_id(obj(MOCK + "subscription__fixtures3_sub_1Pgc6rB7WZ.json")) == (
         "price_1PgafmB7WZ01zgkW6dKueIc5"
     )
-    assert sp.subscription_price_id(
-        obj(PAY + "customer.subscription.updated__data_sub_00000000000000.json")
-    ) == ("FFBEGINNER_00000000000000")
-    assert sp.subscription_price_ids(
-        obj(SYNC + "customer.subscription.created__2020-03-02_1J02NfJDPo.json")
-    ) == ("price_1IDQm5JDPojXS6LNM31hxKzp",)
+    assert sp.subscription_price_id(obj(PAY + "customer.subscription.updated__data_sub_00000000000000.json")) == (
+        "FFBEGINNER_00000000000000"
+    )
+    assert sp.subscription_price_ids(obj(SYNC + "customer.subscription.created__2020-03-02_1J02NfJDPo.json")) == (
+        "price_1IDQm5JDPojXS6LNM31hxKzp",
+    )
     assert sp.subscription_price_id({"items": {"data": []}, "plan": {"id": "plan_legacy"}}) == "plan_legacy"
 
 

@@ -40,9 +40,7 @@ def sample(metric: Any, **labels: str) -> float:
     return value
 
 
-def sub_checkout(
-    sub_id: str, customer: str, user_id: str | None = "user-1", amount: int = 999
-) -> dict[str, Any]:
+def sub_checkout(sub_id: str, customer: str, user_id: str | None = "user-1", amount: int = 999) -> dict[str, Any]:
     return checkout_session(
         None,
         mode="subscription",
@@ -65,9 +63,7 @@ async def test_checkout_publishes_pending_then_active_after_subscription_events(
             db_pool,
             event(
                 "customer.subscription.created",
-                subscription(
-                    price_id=PRICE_PREMIUM, sub_id=sub_id, customer=customer, status="incomplete", created=T0
-                ),
+                subscription(price_id=PRICE_PREMIUM, sub_id=sub_id, customer=customer, status="incomplete", created=T0),
                 T0 + 1,
             ),
         ),
@@ -75,9 +71,7 @@ async def test_checkout_publishes_pending_then_active_after_subscription_events(
             db_pool,
             event(
                 "customer.subscription.updated",
-                subscription(
-                    price_id=PRICE_PREMIUM, sub_id=sub_id, customer=customer, status="active", created=T0
-                ),
+                subscription(price_id=PRICE_PREMIUM, sub_id=sub_id, customer=customer, status="active", created=T0),
                 T0 + 2,
             ),
         ),
@@ -86,10 +80,7 @@ async def test_checkout_publishes_pending_then_active_after_subscription_events(
     async with db_pool.acquire() as con:
         bridge = await bridge_rows(con)
         row = await subscription_row(con, sub_id)
-        assert (
-            await con.fetchval("SELECT user_id FROM customers WHERE stripe_customer_id = $1", customer)
-            == "user-1"
-        )
+        assert await con.fetchval("SELECT user_id FROM customers WHERE stripe_customer_id = $1", customer) == "user-1"
     assert [(b["event_type"], b["payload"]["status"]) for b in bridge] == [
         ("SUBSCRIPTION_UPDATED", "pending"),
         ("SUBSCRIPTION_UPDATED", "incomplete"),
@@ -111,9 +102,7 @@ async def test_checkout_publishes_pending_then_active_after_subscription_events(
         "current_period_end": T0 + 30 * 86400,
         "cancel_at_period_end": False,
     }
-    assert (
-        bridge[0]["payload"]["session_id"] == session["id"] and bridge[0]["payload"]["plan_id"] == "unknown"
-    )
+    assert bridge[0]["payload"]["session_id"] == session["id"] and bridge[0]["payload"]["plan_id"] == "unknown"
     assert row is not None
     assert (row["status"], row["plan_id"], row["user_id"], row["price_id"]) == (
         "active",
@@ -132,17 +121,13 @@ async def test_cancel_at_period_end_then_deleted(db_pool: asyncpg.Pool) -> None:
         db_pool,
         event("customer.subscription.updated", subscription(**base, cancel_at_period_end=True), T0 + 10),
     )
-    await deliver(
-        db_pool, event("customer.subscription.deleted", subscription(**base, status="canceled"), T0 + 20)
-    )
+    await deliver(db_pool, event("customer.subscription.deleted", subscription(**base, status="canceled"), T0 + 20))
     late = await deliver(db_pool, event("customer.subscription.updated", subscription(**base), T0 + 15))
     assert late.status == "stale"
     async with db_pool.acquire() as con:
         bridge = await bridge_rows(con)
         row = await subscription_row(con, sub_id)
-    assert [
-        (b["event_type"], b["payload"]["status"], b["payload"]["cancel_at_period_end"]) for b in bridge
-    ] == [
+    assert [(b["event_type"], b["payload"]["status"], b["payload"]["cancel_at_period_end"]) for b in bridge] == [
         ("SUBSCRIPTION_ACTIVATED", "active", False),
         ("SUBSCRIPTION_UPDATED", "active", True),
         ("SUBSCRIPTION_CANCELLED", "canceled", False),
@@ -156,9 +141,7 @@ async def test_invoice_payment_failed_publishes_past_due_and_paid_recovers(db_po
         db_pool,
         event(
             "customer.subscription.created",
-            subscription(
-                price_id=PRICE_PREMIUM, sub_id=sub_id, customer=customer, user_id="user-2", created=T0
-            ),
+            subscription(price_id=PRICE_PREMIUM, sub_id=sub_id, customer=customer, user_id="user-2", created=T0),
             T0,
         ),
     )
@@ -267,9 +250,7 @@ async def test_checkout_after_subscription_events_never_hides_the_status(db_pool
             T0,
         ),
     )
-    result = await deliver(
-        db_pool, event("checkout.session.completed", sub_checkout(sub_id, customer), T0 + 1)
-    )
+    result = await deliver(db_pool, event("checkout.session.completed", sub_checkout(sub_id, customer), T0 + 1))
     assert result.status == "processed"
     async with db_pool.acquire() as con:
         bridge = await bridge_rows(con)
@@ -353,11 +334,7 @@ async def test_legacy_payloads_read_period_and_subscription_through_the_adapter(
     await deliver(db_pool, event("invoice.payment_failed", failed, T0 + 5))
     async with db_pool.acquire() as con:
         row = await subscription_row(con, sub_id)
-    assert (
-        row is not None
-        and row["status"] == "past_due"
-        and int(row["current_period_end"].timestamp()) == T0 + 1000
-    )
+    assert row is not None and row["status"] == "past_due" and int(row["current_period_end"].timestamp()) == T0 + 1000
 
 
 async def test_duplicate_delivery_publishes_once(db_pool: asyncpg.Pool) -> None:

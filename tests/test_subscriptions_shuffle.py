@@ -70,9 +70,7 @@ def lifecycle(i: int) -> list[dict[str, Any]]:
         n += 1
         return make_event(kind, obj, created=created, event_id=f"evt_sim{i:05d}_{n:02d}")
 
-    def sub(
-        status: str, *, price: str = PRICE_PREMIUM, cancel: bool = False, period: int = 0
-    ) -> dict[str, Any]:
+    def sub(status: str, *, price: str = PRICE_PREMIUM, cancel: bool = False, period: int = 0) -> dict[str, Any]:
         return subscription(
             price_id=price,
             sub_id=sub_id,
@@ -154,16 +152,12 @@ async def _snapshot(
 ) -> tuple[dict[str, tuple[Any, ...]], dict[str, list[dict[str, Any]]], set[str]]:
     async with pool.acquire() as con:
         rows = await con.fetch(f"SELECT {', '.join(ROW_COLUMNS)} FROM subscriptions")
-        bridge = await con.fetch(
-            "SELECT event_type, user_id, payload, source_event_id FROM bridge_events ORDER BY id"
-        )
+        bridge = await con.fetch("SELECT event_type, user_id, payload, source_event_id FROM bridge_events ORDER BY id")
         stale = {
             r["stripe_event_id"]
             for r in await con.fetch("SELECT stripe_event_id FROM webhook_events WHERE status = 'stale'")
         }
-        failed = await con.fetchval(
-            "SELECT count(*) FROM webhook_events WHERE status NOT IN ('processed', 'stale')"
-        )
+        failed = await con.fetchval("SELECT count(*) FROM webhook_events WHERE status NOT IN ('processed', 'stale')")
     assert failed == 0
     by_sub: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for b in bridge:
@@ -208,9 +202,7 @@ def _check(database_url: str, seed: random.Random) -> None:
     for sub_id, published in bridge.items():
         expected = bridge_in_order[sub_id]
         last, last_expected = published[-1], expected[-1]
-        assert (last["user_id"], last["payload"]) == (last_expected["user_id"], last_expected["payload"]), (
-            sub_id
-        )
+        assert (last["user_id"], last["payload"]) == (last_expected["user_id"], last_expected["payload"]), sub_id
         types = [b["event_type"] for b in published]
         assert (
             types.count("SUBSCRIPTION_CANCELLED")
@@ -234,7 +226,5 @@ def _check(database_url: str, seed: random.Random) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(seed=st.randoms(use_true_random=False))
-def test_shuffled_delivery_reaches_the_same_rows_and_bridge_state(
-    database_url: str, seed: random.Random
-) -> None:
+def test_shuffled_delivery_reaches_the_same_rows_and_bridge_state(database_url: str, seed: random.Random) -> None:
     _check(database_url, seed)

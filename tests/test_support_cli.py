@@ -96,9 +96,7 @@ async def test_find_lists_every_event_of_the_order_newest_first(
 ) -> None:
     order_id, _, session, completed, succeeded = await paid_order(db_pool)
     other = await paid_order(db_pool)  # must not show up
-    value = {"--session": session["id"], "--order": order_id, "--payment-intent": session["payment_intent"]}[
-        key
-    ]
+    value = {"--session": session["id"], "--order": order_id, "--payment-intent": session["payment_intent"]}[key]
 
     result = await run_cli(["events", "find", key, value], settings)
 
@@ -117,13 +115,9 @@ async def test_find_with_payload_and_limit(db_pool: asyncpg.Pool, settings: Sett
     assert [e["payload"]["id"] for e in result.json["events"]] == [succeeded["id"]]
 
 
-async def test_find_session_without_order_still_lists_the_ledger(
-    db_pool: asyncpg.Pool, settings: Settings
-) -> None:
+async def test_find_session_without_order_still_lists_the_ledger(db_pool: asyncpg.Pool, settings: Settings) -> None:
     session = checkout_session(None, session_id="cs_test_unknownorder")
-    event = make_event(
-        "checkout.session.expired", {**session, "status": "expired", "payment_status": "unpaid"}
-    )
+    event = make_event("checkout.session.expired", {**session, "status": "expired", "payment_status": "unpaid"})
     await deliver(db_pool, event)
     result = await run_cli(["events", "find", "--session", "cs_test_unknownorder"], settings)
     assert result.code == 0
@@ -239,9 +233,7 @@ async def test_replay_of_ignored_and_stale_events_is_reported_not_reapplied(
     db_pool: asyncpg.Pool, settings: Settings
 ) -> None:
     order_id, _, session, _, _ = await paid_order(db_pool)
-    stale = make_event(
-        "checkout.session.expired", {**session, "status": "expired", "payment_status": "unpaid"}
-    )
+    stale = make_event("checkout.session.expired", {**session, "status": "expired", "payment_status": "unpaid"})
     ignored = make_event("customer.created", {"id": "cus_1", "object": "customer"})
     assert (await deliver(db_pool, stale)).status == "stale"
     assert (await deliver(db_pool, ignored)).status == "ignored"

@@ -30,8 +30,7 @@ def released_metric() -> float:
 async def reservation_states(pool: asyncpg.Pool, order_id: str) -> list[tuple[str, str | None]]:
     async with pool.acquire() as con:
         rows = await con.fetch(
-            "SELECT state, release_reason FROM stock_reservations"
-            " WHERE order_id = $1::uuid ORDER BY product_id",
+            "SELECT state, release_reason FROM stock_reservations WHERE order_id = $1::uuid ORDER BY product_id",
             order_id,
         )
     return [(r["state"], r["release_reason"]) for r in rows]
@@ -58,9 +57,7 @@ async def test_sweep_releases_only_expired_held_reservations_once(db_pool: async
     assert await reservation_states(db_pool, paid) == [("committed", None)]
     async with db_pool.acquire() as con:
         audit = await con.fetch("SELECT actor, action, order_id::text, details FROM audit_log")
-    assert [(a["actor"], a["action"], a["order_id"]) for a in audit] == [
-        ("sweeper", "reservation.released", expired)
-    ]
+    assert [(a["actor"], a["action"], a["order_id"]) for a in audit] == [("sweeper", "reservation.released", expired)]
     assert audit[0]["details"] == {"reason": "reservation_expired", "products": 2}
 
     # Nothing left: a second sweep changes nothing.

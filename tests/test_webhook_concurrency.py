@@ -40,14 +40,10 @@ async def test_paid_and_expired_for_one_order_race_to_paid(client: Any, db_pool:
                 "checkout.session.completed",
                 checkout_session(seeded.order_id, session_id=cs_id, payment_intent=pi_id),
             ),
-            make_event(
-                "payment_intent.succeeded", payment_intent(seeded.order_id, pi_id=pi_id, charge_id=ch_id)
-            ),
+            make_event("payment_intent.succeeded", payment_intent(seeded.order_id, pi_id=pi_id, charge_id=ch_id)),
             make_event(
                 "checkout.session.expired",
-                checkout_session(
-                    seeded.order_id, session_id=cs_id, status="expired", payment_status="unpaid"
-                ),
+                checkout_session(seeded.order_id, session_id=cs_id, status="expired", payment_status="unpaid"),
             ),
         ]
         # each event twice, all at once: duplicates of a concurrent delivery must be answered "duplicate"
@@ -70,10 +66,7 @@ async def test_paid_and_expired_for_one_order_race_to_paid(client: Any, db_pool:
                 )
                 >= 2
             )
-            assert (
-                await con.fetchval("SELECT count(*) FROM payments WHERE order_id = $1::uuid", seeded.order_id)
-                == 1
-            )
+            assert await con.fetchval("SELECT count(*) FROM payments WHERE order_id = $1::uuid", seeded.order_id) == 1
 
 
 async def test_orders_sharing_products_never_deadlock(client: Any, db_pool: asyncpg.Pool) -> None:
@@ -130,9 +123,7 @@ async def test_orders_sharing_products_never_deadlock(client: Any, db_pool: asyn
                 )
                 == 0
             )
-            deadlocks = await con.fetchval(
-                "SELECT count(*) FROM webhook_events WHERE last_error ILIKE '%deadlock%'"
-            )
+            deadlocks = await con.fetchval("SELECT count(*) FROM webhook_events WHERE last_error ILIKE '%deadlock%'")
             assert deadlocks == 0
 
 

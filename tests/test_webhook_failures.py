@@ -123,12 +123,7 @@ async def test_a_200_is_only_sent_after_the_commit(client: Any, db_pool: asyncpg
             ledger = await ledger_row(con, event["id"])
             assert ledger is not None and ledger["status"] == "processed"
             assert await con.fetchval("SELECT status FROM orders WHERE id = $1", ledger["order_id"]) == "paid"
-            assert (
-                await con.fetchval(
-                    "SELECT count(*) FROM bridge_events WHERE source_event_id = $1", event["id"]
-                )
-                == 1
-            )
+            assert await con.fetchval("SELECT count(*) FROM bridge_events WHERE source_event_id = $1", event["id"]) == 1
 
     await asyncio.gather(*(deliver_and_look(e) for e in events))
 
@@ -241,9 +236,7 @@ async def test_database_down_answers_503_then_the_same_delivery_applies_once(
     await proxy.cut()
     await _expect_503(await post_event(client, event))
     await _expect_503(await post_event(client, event))
-    async with (
-        db_pool.acquire() as con
-    ):  # the direct pool still reaches the database: nothing was acknowledged
+    async with db_pool.acquire() as con:  # the direct pool still reaches the database: nothing was acknowledged
         assert await ledger_row(con, event["id"]) is None
         assert (await order_row(con, seeded.order_id))["status"] == "pending"
 

@@ -47,9 +47,7 @@ PI_FAILED_BASIL = (
     MOCK + "constructed__payment_intent.payment_failed__2025-03-31.basil__pi_1PgafyB7WZ01zgkWSjxsAJo3.json"
 )
 REFUND_BASIL = MOCK + "constructed__refund.created__2025-03-31.basil__re_1Pgc72B7WZ01zgkWqPvrRrPE.json"
-DISPUTE_BASIL = (
-    MOCK + "constructed__charge.dispute.created__2025-03-31.basil__dp_1Pgc71B7WZ01zgkWMevJiAUx.json"
-)
+DISPUTE_BASIL = MOCK + "constructed__charge.dispute.created__2025-03-31.basil__dp_1Pgc71B7WZ01zgkWMevJiAUx.json"
 
 
 @pytest.fixture
@@ -69,19 +67,14 @@ def ts(event: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(event["created"], UTC)
 
 
-async def paid_bridge_payloads(
-    con: asyncpg.Connection, order_id: str, event_type: str
-) -> list[dict[str, Any]]:
+async def paid_bridge_payloads(con: asyncpg.Connection, order_id: str, event_type: str) -> list[dict[str, Any]]:
     rows = await con.fetch(
         "SELECT payload, metadata, user_id, app_source FROM bridge_events "
         "WHERE payload->>'order_id' = $1 AND event_type = $2 ORDER BY id",
         order_id,
         event_type,
     )
-    return [
-        {**r["payload"], "_metadata": r["metadata"], "_user": r["user_id"], "_app": r["app_source"]}
-        for r in rows
-    ]
+    return [{**r["payload"], "_metadata": r["metadata"], "_user": r["user_id"], "_app": r["app_source"]} for r in rows]
 
 
 # ------------------------------------------------------------------ checkout sessions
@@ -113,11 +106,7 @@ async def test_checkout_completed_2020_fixture_pays_the_order(client: Any, db_po
         assert payload["session_id"] == session["id"] and payload["_user"] == "user-1"
         assert payload["_metadata"] == {"version": "v1", "origin": "webhook"}
         ledger = await ledger_row(con, event["id"])
-        assert (
-            ledger is not None
-            and ledger["status"] == "processed"
-            and str(ledger["order_id"]) == seeded.order_id
-        )
+        assert ledger is not None and ledger["status"] == "processed" and str(ledger["order_id"]) == seeded.order_id
         assert ledger["api_version"] == "2020-03-02" and ledger["livemode"] is True
 
 
@@ -159,9 +148,7 @@ async def test_async_payment_succeeded_after_unpaid_completion(client: Any, db_p
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=4, quantity=1)
     pi_id = new_id("pi")
-    unpaid = checkout_session(
-        seeded.order_id, amount_total=1000, payment_status="unpaid", payment_intent=pi_id
-    )
+    unpaid = checkout_session(seeded.order_id, amount_total=1000, payment_status="unpaid", payment_intent=pi_id)
     completed = make_event("checkout.session.completed", unpaid)
 
     body = await deliver(client, completed)
@@ -182,9 +169,7 @@ async def test_async_payment_succeeded_after_unpaid_completion(client: Any, db_p
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID"]
 
 
-async def test_async_payment_failed_fails_the_order_and_releases_stock(
-    client: Any, db_pool: asyncpg.Pool
-) -> None:
+async def test_async_payment_failed_fails_the_order_and_releases_stock(client: Any, db_pool: asyncpg.Pool) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=4, quantity=3)
     session = checkout_session(seeded.order_id, payment_status="unpaid", payment_intent=new_id("pi"))
@@ -219,17 +204,13 @@ async def test_checkout_expired_releases_stock_once(client: Any, db_pool: asyncp
 
 
 @pytest.mark.parametrize("shape", ["fixture_2020", "legacy_charges_2020_08", "latest_charge_current"])
-async def test_payment_intent_succeeded_in_every_shape(
-    client: Any, db_pool: asyncpg.Pool, shape: str
-) -> None:
+async def test_payment_intent_succeeded_in_every_shape(client: Any, db_pool: asyncpg.Pool, shape: str) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=1, unit_amount=1000)
     charge_id = new_id("ch")
     if shape == "fixture_2020":
         event = fixture_event(PI_SUCCEEDED_2020)
-        event = retarget(
-            event, metadata={"order_id": seeded.order_id}, status="succeeded", latest_charge=charge_id
-        )
+        event = retarget(event, metadata={"order_id": seeded.order_id}, status="succeeded", latest_charge=charge_id)
     else:
         pi = payment_intent(
             seeded.order_id, 1000, charge_id=charge_id, legacy_charges=shape == "legacy_charges_2020_08"
@@ -261,9 +242,7 @@ async def test_payment_intent_succeeded_in_every_shape(
 
 
 @pytest.mark.parametrize("fixture", [PI_FAILED_2020, PI_FAILED_BASIL])
-async def test_payment_intent_failed_fails_and_releases(
-    client: Any, db_pool: asyncpg.Pool, fixture: str
-) -> None:
+async def test_payment_intent_failed_fails_and_releases(client: Any, db_pool: asyncpg.Pool, fixture: str) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=2)
     event = retarget(
@@ -282,10 +261,7 @@ async def test_payment_intent_failed_fails_and_releases(
         assert order["status"] == "failed" and order["status_reason"] == "card_declined"
         assert order["stripe_payment_intent_id"] == event["data"]["object"]["id"]
         assert await stock_of(con, seeded.product_ids[0]) == (5, 0, 0)
-        assert (
-            await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id)
-            == "failed"
-        )
+        assert await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id) == "failed"
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAYMENT_FAILED"]
 
     # a later success (another card) pays the order and takes the stock again, once
@@ -296,8 +272,7 @@ async def test_payment_intent_failed_fails_and_releases(
         assert order["status"] == "paid"
         assert await stock_of(con, seeded.product_ids[0]) == (3, 0, 2)
         assert (
-            await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id)
-            == "succeeded"
+            await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id) == "succeeded"
         )
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAYMENT_FAILED", "ORDER_PAID"]
 
@@ -337,9 +312,7 @@ async def _paid_order(
 ) -> tuple[str, int]:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=quantity, unit_amount=unit_amount, currency="usd")
-    pi = payment_intent(
-        seeded.order_id, unit_amount * quantity, currency="usd", pi_id=pi_id, charge_id=charge_id
-    )
+    pi = payment_intent(seeded.order_id, unit_amount * quantity, currency="usd", pi_id=pi_id, charge_id=charge_id)
     await deliver(client, make_event("payment_intent.succeeded", pi))
     return seeded.order_id, seeded.product_ids[0]
 
@@ -403,9 +376,7 @@ async def test_refund_events_record_the_refund(
     refund = created["data"]["object"]
     amount = refund["amount"]
     # the order is 3x the refund; it knows the refund's charge (set by the payment event)
-    order_id, _ = await _paid_order(
-        client, db_pool, unit_amount=amount, quantity=3, charge_id=refund["charge"]
-    )
+    order_id, _ = await _paid_order(client, db_pool, unit_amount=amount, quantity=3, charge_id=refund["charge"])
 
     pending = retarget(created, status="pending")
     await deliver(client, pending)
@@ -414,11 +385,7 @@ async def test_refund_events_record_the_refund(
         assert row is not None and row["status"] == "pending" and str(row["order_id"]) == order_id
         assert (await order_row(con, order_id))["amount_refunded"] == 0
 
-    updated = (
-        fixture_event(updated_name)
-        if updated_name
-        else retarget(fixture_event(created_name), status="succeeded")
-    )
+    updated = fixture_event(updated_name) if updated_name else retarget(fixture_event(created_name), status="succeeded")
     updated["type"] = "refund.updated"
     await deliver(client, updated)
     # a stale "pending" re-send never moves a succeeded refund back
@@ -435,9 +402,7 @@ async def test_refund_events_record_the_refund(
 async def test_dispute_created_disputes_the_order(client: Any, db_pool: asyncpg.Pool, fixture: str) -> None:
     event = fixture_event(fixture)
     dispute = event["data"]["object"]
-    order_id, product = await _paid_order(
-        client, db_pool, unit_amount=dispute["amount"], charge_id=dispute["charge"]
-    )
+    order_id, product = await _paid_order(client, db_pool, unit_amount=dispute["amount"], charge_id=dispute["charge"])
     await deliver(client, event)
     await deliver(client, event, "duplicate")
     async with db_pool.acquire() as con:
@@ -492,15 +457,11 @@ async def test_dispute_created_disputes_the_order(client: Any, db_pool: asyncpg.
         "created-text",
     ],
 )
-async def test_envelope_errors_are_400_and_record_nothing(
-    client: Any, db_pool: asyncpg.Pool, body: bytes
-) -> None:
+async def test_envelope_errors_are_400_and_record_nothing(client: Any, db_pool: asyncpg.Pool, body: bytes) -> None:
     from tests.conftest import TEST_WEBHOOK_SECRET
     from tests.stripe_events import signed_headers
 
-    response = await client.post(
-        "/stripe/webhook", data=body, headers=signed_headers(body, TEST_WEBHOOK_SECRET)
-    )
+    response = await client.post("/stripe/webhook", data=body, headers=signed_headers(body, TEST_WEBHOOK_SECRET))
     assert response.status == 400
     error = (await response.json())["error"]
     assert error["code"] == "invalid_event"
@@ -515,9 +476,7 @@ async def test_livemode_deployment_refuses_test_events(
     live = await aiohttp_client(app_factory(STRIPE_LIVEMODE="true"))
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=1)
-    event = retarget(
-        fixture_event(PI_SUCCEEDED_2020), metadata={"order_id": seeded.order_id}, status="succeeded"
-    )
+    event = retarget(fixture_event(PI_SUCCEEDED_2020), metadata={"order_id": seeded.order_id}, status="succeeded")
     assert event["livemode"] is False
 
     response = await post_event(live, event)

@@ -48,8 +48,10 @@ async def test_completed_checkout_pays_the_order_and_commits_stock(client: Any, 
         assert order["paid_at"] is not None
         assert order["stripe_checkout_session_id"] == session["id"]
         assert order["stripe_payment_intent_id"] == session["payment_intent"]
-        assert await con.fetchval("SELECT state FROM stock_reservations WHERE order_id = $1::uuid",
-                                  order_id) == "committed"
+        assert (
+            await con.fetchval("SELECT state FROM stock_reservations WHERE order_id = $1::uuid", order_id)
+            == "committed"
+        )
         assert await con.fetchval("SELECT stock_available FROM products WHERE id = $1", product) == 3
         ledger = await con.fetchrow("SELECT * FROM webhook_events WHERE stripe_event_id = $1", event["id"])
         assert ledger["status"] == "processed"
@@ -125,8 +127,9 @@ async def test_unknown_event_type_is_recorded_ignored(client: Any, db_pool: asyn
     assert response.status == 200
     assert (await response.json())["status"] == "ignored"
     async with db_pool.acquire() as con:
-        assert await con.fetchval("SELECT status FROM webhook_events WHERE stripe_event_id = $1",
-                                  event["id"]) == "ignored"
+        assert (
+            await con.fetchval("SELECT status FROM webhook_events WHERE stripe_event_id = $1", event["id"]) == "ignored"
+        )
 
 
 async def test_late_expired_after_paid_is_stale(client: Any, db_pool: asyncpg.Pool) -> None:
@@ -143,6 +146,7 @@ async def test_late_expired_after_paid_is_stale(client: Any, db_pool: asyncpg.Po
     async with db_pool.acquire() as con:
         assert await con.fetchval("SELECT status FROM orders WHERE id = $1::uuid", order_id) == "paid"
         assert await con.fetchval("SELECT stock_available FROM products WHERE id = $1", product) == 3
-        reason = await con.fetchval("SELECT outcome_reason FROM webhook_events WHERE stripe_event_id = $1",
-                                    expired["id"])
+        reason = await con.fetchval(
+            "SELECT outcome_reason FROM webhook_events WHERE stripe_event_id = $1", expired["id"]
+        )
         assert "cannot move it to expired" in reason

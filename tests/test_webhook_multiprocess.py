@@ -108,9 +108,7 @@ async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool:
             events.append(
                 make_event(
                     "payment_intent.payment_failed",
-                    payment_intent(
-                        order.order_id, status="requires_payment_method", failure_code="card_declined"
-                    ),
+                    payment_intent(order.order_id, status="requires_payment_method", failure_code="card_declined"),
                 )
             )
         else:
@@ -125,9 +123,7 @@ async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool:
 
         async def send(event: dict[str, Any], port: int) -> tuple[str, int, str]:
             body, headers = signed_event(event, TEST_WEBHOOK_SECRET)
-            async with session.post(
-                f"http://127.0.0.1:{port}{WEBHOOK}", data=body, headers=headers
-            ) as response:
+            async with session.post(f"http://127.0.0.1:{port}{WEBHOOK}", data=body, headers=headers) as response:
                 payload = await response.json()
                 assert response.status == 200, payload
                 return event["id"], port, payload["status"]

@@ -65,9 +65,7 @@ def story(order_id: str, kinds: list[str], created: dict[str, int]) -> dict[str,
     objects: dict[str, tuple[str, dict[str, Any]]] = {
         "pi_failed": (
             "payment_intent.payment_failed",
-            payment_intent(
-                order_id, TOTAL, pi_id=pi, status="requires_payment_method", failure_code="card_declined"
-            ),
+            payment_intent(order_id, TOTAL, pi_id=pi, status="requires_payment_method", failure_code="card_declined"),
         ),
         "completed": (
             "checkout.session.completed",
@@ -76,9 +74,7 @@ def story(order_id: str, kinds: list[str], created: dict[str, int]) -> dict[str,
         "pi_succeeded": ("payment_intent.succeeded", payment_intent(order_id, TOTAL, pi_id=pi, charge_id=ch)),
         "expired": (
             "checkout.session.expired",
-            checkout_session(
-                order_id, amount_total=TOTAL, session_id=cs, status="expired", payment_status="unpaid"
-            ),
+            checkout_session(order_id, amount_total=TOTAL, session_id=cs, status="expired", payment_status="unpaid"),
         ),
         "refund_partial": (
             "charge.refunded",
@@ -143,9 +139,7 @@ async def pool(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 async def _deliver(pool: asyncpg.Pool, events: list[dict[str, Any]]) -> None:
     for event in events:
-        result = await ingest(
-            pool, to_event(event), request_id=None, handlers_enabled=True, app_source="website"
-        )
+        result = await ingest(pool, to_event(event), request_id=None, handlers_enabled=True, app_source="website")
         assert result.status in ("processed", "stale", "ignored"), (event["type"], result)
         assert result.status != "ignored", (event["type"], result)  # every event must find its order
 
@@ -190,12 +184,10 @@ async def _check(
     for state, delivered in ((in_order, timeline), (permuted, shuffled)):
         assert state["bridge"].count("ORDER_PAID") == (1 if paid else 0), context
         assert ("ORDER_EXPIRED" in state["bridge"]) == announced(delivered, "expired", PAYING), context
-        assert ("ORDER_PAYMENT_FAILED" in state["bridge"]) == announced(
-            delivered, "pi_failed", PAYING | {"expired"}
-        ), context
+        assert ("ORDER_PAYMENT_FAILED" in state["bridge"]) == announced(delivered, "pi_failed", PAYING | {"expired"}), (
+            context
+        )
     # Stock invariant: 10 = available + held + committed, and paid orders hold exactly their 2 units committed.
     available, held, committed = permuted["stock"]
     assert available + held + committed == 10
-    assert (held, committed) == (
-        (0, 2) if paid else (0, 0) if {"pi_failed", "expired"} & set(kinds) else (2, 0)
-    )
+    assert (held, committed) == ((0, 2) if paid else (0, 0) if {"pi_failed", "expired"} & set(kinds) else (2, 0))

@@ -67,9 +67,7 @@ async def seed_order(
     """A pending order holding `quantity` of each product (new products unless given)."""
     if products is None:
         products = [
-            await create_product(
-                con, new_id("SKU", 10), stock=stock, unit_amount=unit_amount, currency=currency
-            )
+            await create_product(con, new_id("SKU", 10), stock=stock, unit_amount=unit_amount, currency=currency)
         ]
     order_id = await create_order(
         con, [(p, quantity) for p in products], user_id=user_id, currency=currency, session_id=session_id
@@ -84,9 +82,7 @@ async def order_row(con: asyncpg.Connection, order_id: str) -> asyncpg.Record:
 
 
 async def bridge_types(con: asyncpg.Connection, order_id: str) -> list[str]:
-    rows = await con.fetch(
-        "SELECT event_type FROM bridge_events WHERE payload->>'order_id' = $1 ORDER BY id", order_id
-    )
+    rows = await con.fetch("SELECT event_type FROM bridge_events WHERE payload->>'order_id' = $1 ORDER BY id", order_id)
     return [r["event_type"] for r in rows]
 
 

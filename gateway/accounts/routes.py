@@ -71,13 +71,12 @@ def _refused(settings: Settings, message: str, code: str) -> Unauthorized:
     return exc
 
 
-def _token_answer(
-    request: web.Request, user_id: str, roles: list[str], refresh: store.IssuedRefresh
-) -> web.Response:
+def _token_answer(request: web.Request, user_id: str, roles: list[str], refresh: store.IssuedRefresh) -> web.Response:
     issuer = request.app[keys.ACCESS_TOKENS]
     body = {"access_token": issuer.issue(user_id, roles), "token_type": "Bearer", "expires_in": issuer.ttl}
-    response = web.Response(body=orjson.dumps(body), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+    response = web.Response(
+        body=orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
     _set_refresh_cookie(response, request.app[keys.SETTINGS], refresh.token)
     return response
 
@@ -103,11 +102,13 @@ async def _limit_account(request: web.Request, email: str) -> None:
     decision = await request.app[keys.RATE_LIMITER].check(policy, "account:" + account)
     if decision is not None and not decision.allowed:
         log.info("Rate limit exceeded", extra={"code": RateLimited.code, "reason": policy.name})
-        raise RateLimited(headers={
-            "Retry-After": str(retry_after_seconds(decision)),
-            "RateLimit-Policy": policy.policy_header(),
-            "RateLimit": ratelimit_header(policy, decision),
-        })
+        raise RateLimited(
+            headers={
+                "Retry-After": str(retry_after_seconds(decision)),
+                "RateLimit-Policy": policy.policy_header(),
+                "RateLimit": ratelimit_header(policy, decision),
+            }
+        )
 
 
 @route_options(rate_limit="auth", auth="none")
@@ -141,8 +142,7 @@ async def refresh(request: web.Request) -> web.Response:
         rotation = await store.rotate(con, token, ttl, context.request_id())
     if rotation.state == "reused":
         log.warning("refresh token reuse detected, session revoked", extra={"code": "refresh_token_reused"})
-        raise _refused(settings, "This refresh token was already used; the session is revoked",
-                       "refresh_token_reused")
+        raise _refused(settings, "This refresh token was already used; the session is revoked", "refresh_token_reused")
     if rotation.state != "rotated" or rotation.issued is None or rotation.user_id is None:
         raise _refused(settings, "The refresh token is not valid", "refresh_token_invalid")
     return _token_answer(request, rotation.user_id, list(rotation.roles), rotation.issued)

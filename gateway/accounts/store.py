@@ -57,9 +57,7 @@ class IssuedRefresh:
     expires_at: datetime
 
 
-async def _insert_refresh(
-    con: asyncpg.Connection, user_id: str, family_id: str, ttl: int
-) -> tuple[str, IssuedRefresh]:
+async def _insert_refresh(con: asyncpg.Connection, user_id: str, family_id: str, ttl: int) -> tuple[str, IssuedRefresh]:
     token = secrets.token_urlsafe(TOKEN_BYTES)
     token_id = str(uuid.uuid4())
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
@@ -98,8 +96,14 @@ async def rotate(con: asyncpg.Connection, token: str, ttl: int, request_id: str 
         if row["used_at"] is not None:
             # Rotated already: somebody replays an old token (stolen, or a copy). Kill the whole session.
             await con.execute(REVOKE_FAMILY, row["family_id"], "reuse_detected")
-            await con.execute(INSERT_AUDIT, f"user:{user_id}", "auth.refresh_reuse_detected", user_id,
-                              request_id, {"family_id": row["family_id"]})
+            await con.execute(
+                INSERT_AUDIT,
+                f"user:{user_id}",
+                "auth.refresh_reuse_detected",
+                user_id,
+                request_id,
+                {"family_id": row["family_id"]},
+            )
             return Rotation("reused", user_id)
         if row["revoked_at"] is not None:
             return Rotation("revoked", user_id)

@@ -252,9 +252,7 @@ class TokenVerifier:
                 keys_by_kid = await self._fetch()
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 self._failed_at = self._clock()
-                log.warning(
-                    "JWKS fetch failed", extra={"reason": reason, "code": type(exc).__name__}
-                )
+                log.warning("JWKS fetch failed", extra={"reason": reason, "code": type(exc).__name__})
                 if not self._jwks:
                     raise KeySourceUnavailable("JWKS unavailable") from None
                 return

@@ -47,8 +47,6 @@ class BridgeRow:
         }
 
 
-async def page(
-    con: asyncpg.Connection, after: int, limit: int, types: list[str] | None = None
-) -> list[BridgeRow]:
+async def page(con: asyncpg.Connection, after: int, limit: int, types: list[str] | None = None) -> list[BridgeRow]:
     rows = await con.fetch(PAGE, after, limit, types)
     return [BridgeRow(**dict(row)) for row in rows]

@@ -25,9 +25,7 @@ class BridgeWakeup:
         self._channel = channel
         self._con: asyncpg.Connection | None = None
         self._event = asyncio.Event()
-        self.notifications: list[
-            str
-        ] = []  # payloads heard ("<id>:<type>"), kept short for tests and debugging
+        self.notifications: list[str] = []  # payloads heard ("<id>:<type>"), kept short for tests and debugging
 
     def _heard(self, _con: Any, _pid: int, _channel: str, payload: str) -> None:
         self.notifications.append(payload)

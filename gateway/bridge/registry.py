@@ -95,9 +95,7 @@ class Registry:
         if metadata is not None:
             problems.extend(_check_fields(self.metadata, metadata, prefix="metadata."))
         if problems:
-            raise BridgeSchemaError(
-                f"{event_type} does not match the schema registry: " + "; ".join(problems)
-            )
+            raise BridgeSchemaError(f"{event_type} does not match the schema registry: " + "; ".join(problems))
 
 
 def _check_fields(fields: Mapping[str, FieldSpec], values: Mapping[str, Any], prefix: str = "") -> list[str]:

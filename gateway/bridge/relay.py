@@ -210,13 +210,9 @@ async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.event_bridge_database_url:
         yield
         return
-    relay = Relay(
-        app[keys.DB_POOL], settings.event_bridge_database_url, batch_size=settings.bridge_relay_batch_size
-    )
+    relay = Relay(app[keys.DB_POOL], settings.event_bridge_database_url, batch_size=settings.bridge_relay_batch_size)
     wakeup = BridgeWakeup(app[keys.DATABASE_URL])
-    task = asyncio.create_task(
-        relay.run_forever(wakeup, settings.bridge_relay_interval_seconds), name="bridge-relay"
-    )
+    task = asyncio.create_task(relay.run_forever(wakeup, settings.bridge_relay_interval_seconds), name="bridge-relay")
     log.info("bridge relay started", extra={"reason": TARGET_NAME})
     yield
     task.cancel()

@@ -83,7 +83,7 @@ def parse_products(data: Any) -> list[ProductRow]:
     if isinstance(data, dict) and set(data) == {"products"}:
         data = data["products"]
     if not isinstance(data, list):
-        raise CatalogFileError(["the file must hold a list of products (or {\"products\": [...]})"])
+        raise CatalogFileError(['the file must hold a list of products (or {"products": [...]})'])
     if len(data) > MAX_PRODUCTS:
         raise CatalogFileError([f"at most {MAX_PRODUCTS} products per file"])
     problems: list[str] = []
@@ -122,8 +122,17 @@ def parse_products(data: Any) -> list[ProductRow]:
         if len(problems) == before:
             assert isinstance(sku, str) and isinstance(name, str) and isinstance(currency, str)
             assert is_int(unit_amount) and is_int(stock_) and isinstance(active, bool)
-            rows.append(ProductRow(sku, name.strip(), unit_amount, currency, stock_, active,
-                                   price if isinstance(price, str) else None))
+            rows.append(
+                ProductRow(
+                    sku,
+                    name.strip(),
+                    unit_amount,
+                    currency,
+                    stock_,
+                    active,
+                    price if isinstance(price, str) else None,
+                )
+            )
     if problems:
         raise CatalogFileError(problems)
     return rows

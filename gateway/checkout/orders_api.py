@@ -67,9 +67,7 @@ def iso(value: datetime | None) -> str | None:
 
 def order_json(row: asyncpg.Record) -> dict[str, Any]:
     expires_at: datetime | None = row["checkout_expires_at"]
-    open_checkout = (
-        row["status"] == t.PENDING and expires_at is not None and expires_at > datetime.now(UTC)
-    )
+    open_checkout = row["status"] == t.PENDING and expires_at is not None and expires_at > datetime.now(UTC)
     return {
         "id": row["id"],
         "status": row["status"],

@@ -20,7 +20,9 @@ log = logging.getLogger("gateway.checkout")
 
 def _json(body: dict[str, object], *, status: int, headers: dict[str, str]) -> web.Response:
     return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json",
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/json",
         headers={"Cache-Control": "no-store", **headers},
     )
 
@@ -44,22 +46,27 @@ async def create_checkout_session(request: web.Request) -> web.Response:
         raise ServiceUnavailable("Payments are not configured", code="payments_unavailable")
 
     async with request.app[keys.DB_POOL].acquire() as con:
-        result = await service.reserve(
-            con, settings, user_id, req, idempotency_key=key, request_id=ctx.request_id
-        )
+        result = await service.reserve(con, settings, user_id, req, idempotency_key=key, request_id=ctx.request_id)
     if isinstance(result, service.CheckoutAnswer):
         context.bind(orderId=result.body.get("order_id"))
-        return _json(result.body, status=201, headers={
-            "Idempotent-Replayed": "true", "Location": f"/v1/orders/{result.body.get('order_id')}",
-        })
+        return _json(
+            result.body,
+            status=201,
+            headers={
+                "Idempotent-Replayed": "true",
+                "Location": f"/v1/orders/{result.body.get('order_id')}",
+            },
+        )
 
     order = result
     context.bind(orderId=order.order_id)
     try:
         session = await service.create_session(client, settings, user_id, req, order)
     except ApiError as exc:
-        log.warning("checkout session creation failed, order canceled",
-                    extra={"orderId": order.order_id, "code": exc.code})
+        log.warning(
+            "checkout session creation failed, order canceled",
+            extra={"orderId": order.order_id, "code": exc.code},
+        )
         await _compensate(request, user_id, order.order_id, exc)
         raise
     except asyncio.CancelledError:

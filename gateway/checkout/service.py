@@ -136,8 +136,9 @@ def _out_of_stock(shortages: list[dict[str, Any]]) -> Conflict:
     return Conflict(f"Not enough stock for: {names}", code="out_of_stock", details={"products": shortages})
 
 
-async def _audit(con: asyncpg.Connection, user_id: str, action: str, order_id: str, request_id: str | None,
-                 **details: Any) -> None:
+async def _audit(
+    con: asyncpg.Connection, user_id: str, action: str, order_id: str, request_id: str | None, **details: Any
+) -> None:
     await con.execute(INSERT_AUDIT, f"user:{user_id}", action, order_id, request_id, details)
 
 
@@ -203,8 +204,17 @@ async def reserve(
         )
         if idempotency_key is not None:
             await con.execute(INSERT_IDEMPOTENT, user_id, idempotency_key, req.fingerprint(), order_id)
-        await _audit(con, user_id, "order.created", order_id, request_id, source="checkout_api",
-                     amount_total=amount_total, currency=currency, products=product_ids)
+        await _audit(
+            con,
+            user_id,
+            "order.created",
+            order_id,
+            request_id,
+            source="checkout_api",
+            amount_total=amount_total,
+            currency=currency,
+            products=product_ids,
+        )
 
     lines = [
         {
@@ -238,9 +248,7 @@ def _replay(previous: asyncpg.Record, req: CheckoutRequest) -> CheckoutAnswer:
     return CheckoutAnswer(dict(previous["response"]), replayed=True)
 
 
-def session_params(
-    settings: Settings, user_id: str, req: CheckoutRequest, order: PendingOrder
-) -> dict[str, Any]:
+def session_params(settings: Settings, user_id: str, req: CheckoutRequest, order: PendingOrder) -> dict[str, Any]:
     metadata = {"order_id": order.order_id, "user_id": user_id}
     return {
         "mode": "payment",
@@ -273,20 +281,25 @@ async def create_session(
         raise BadGateway("The payment provider did not answer in time", code="stripe_timeout") from None
     except stripe.StripeError as exc:
         details = {"stripe_code": exc.code} if exc.code else None
-        raise BadGateway("The payment provider refused to create the checkout session", code="stripe_error",
-                         details=details) from None
+        raise BadGateway(
+            "The payment provider refused to create the checkout session",
+            code="stripe_error",
+            details=details,
+        ) from None
 
 
-async def store_session(con: asyncpg.Connection, order: PendingOrder, session_id: str, url: str | None,
-                        body: dict[str, Any]) -> None:
+async def store_session(
+    con: asyncpg.Connection, order: PendingOrder, session_id: str, url: str | None, body: dict[str, Any]
+) -> None:
     """Step 3: the session on the order and the answer under the Idempotency-Key, one transaction."""
     async with con.transaction():
         await con.execute(STORE_SESSION, order.order_id, session_id, url)
         await con.execute(STORE_IDEMPOTENT_RESPONSE, order.order_id, body)
 
 
-async def compensate(con: asyncpg.Connection, user_id: str, order_id: str, error: ApiError,
-                     request_id: str | None) -> None:
+async def compensate(
+    con: asyncpg.Connection, user_id: str, order_id: str, error: ApiError, request_id: str | None
+) -> None:
     """The compensating transaction: cancel the pending order, release its held stock, forget the key."""
     async with con.transaction():
         status = await con.fetchval(LOCK_ORDER_STATUS, order_id)
@@ -297,5 +310,13 @@ async def compensate(con: asyncpg.Connection, user_id: str, order_id: str, error
             await con.execute(CANCEL_ORDER, order_id, error.code)
             released = await stock.release_for_order(con, order_id, f"checkout_{error.code}")
         await con.execute(DELETE_IDEMPOTENT, order_id)
-        await _audit(con, user_id, "order.canceled", order_id, request_id, reason=error.code,
-                     previous=status, released=released)
+        await _audit(
+            con,
+            user_id,
+            "order.canceled",
+            order_id,
+            request_id,
+            reason=error.code,
+            previous=status,
+            released=released,
+        )

@@ -41,16 +41,14 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object; 400 when it is not JSON, 422 when it is not an object."""
     ctype = request.content_type
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
-        raise BadRequest("The body must be JSON (Content-Type: application/json)",
-                         code="unsupported_content_type")
+        raise BadRequest("The body must be JSON (Content-Type: application/json)", code="unsupported_content_type")
     raw = await request.read()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("The body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
-        raise ValidationFailed("The body must be a JSON object",
-                               details=[{"field": "", "problem": "not an object"}])
+        raise ValidationFailed("The body must be a JSON object", details=[{"field": "", "problem": "not an object"}])
     return body
 
 
@@ -58,9 +56,7 @@ def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def refuse_unknown(
-    body: Mapping[str, Any], allowed: frozenset[str], problems: Problems, prefix: str = ""
-) -> None:
+def refuse_unknown(body: Mapping[str, Any], allowed: frozenset[str], problems: Problems, prefix: str = "") -> None:
     for key in sorted(set(body) - allowed):
         problems.add(f"{prefix}{key}", "unknown field")
 
@@ -120,8 +116,7 @@ def redirect_origins(settings: Settings) -> frozenset[str]:
     return frozenset(o for o in origins if o is not None)
 
 
-def _redirect_url(body: Mapping[str, Any], name: str, default: str, allowed: frozenset[str],
-                  problems: Problems) -> str:
+def _redirect_url(body: Mapping[str, Any], name: str, default: str, allowed: frozenset[str], problems: Problems) -> str:
     if name not in body:
         return default
     value = body[name]

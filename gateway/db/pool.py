@@ -13,7 +13,10 @@ from gateway.settings import Settings
 async def _init_connection(con: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await con.set_type_codec(
-            name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+            name,
+            schema="pg_catalog",
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
             format="text",
         )
 
@@ -31,7 +34,7 @@ async def create_pool(settings: Settings, url: str, **overrides: Any) -> asyncpg
     return await asyncpg.create_pool(url, **options)
 
 
-async def connect(url: str, *, timeout: float = 10.0) -> asyncpg.Connection:
-    con = await asyncpg.connect(url, timeout=timeout)
+async def connect(url: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
+    con = await asyncpg.connect(url, timeout=connect_timeout)
     await _init_connection(con)
     return con

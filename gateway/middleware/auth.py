@@ -48,9 +48,7 @@ def auth_middleware() -> Middleware:
                 return await handler(request)
             raise _missing_token()
         if check.state == "unavailable":
-            raise ServiceUnavailable(
-                "Authentication is temporarily unavailable", headers={"Retry-After": "5"}
-            )
+            raise ServiceUnavailable("Authentication is temporarily unavailable", headers={"Retry-After": "5"})
         identity = check.identity
         if check.state != "valid" or identity is None:
             raise _invalid_token(check.message)

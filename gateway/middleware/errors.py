@@ -79,11 +79,11 @@ def error_middleware(settings: Settings) -> Middleware:
             code = _AIOHTTP_CODES.get(exc.status, "http_error")
             return error_response(exc.status, code, exc.reason, headers=headers)
         except UNAVAILABLE_ERRORS as exc:
-            log.error("database unavailable",
-                      extra={"code": "database_unavailable", "reason": type(exc).__name__})
+            log.error("database unavailable", extra={"code": "database_unavailable", "reason": type(exc).__name__})
             unavailable = DatabaseUnavailable()
-            return error_response(unavailable.status, unavailable.code, unavailable.message,
-                                  headers=unavailable.headers)
+            return error_response(
+                unavailable.status, unavailable.code, unavailable.message, headers=unavailable.headers
+            )
         except Exception:
             log.exception("unhandled error", extra={"code": "internal_error"})
             details = traceback.format_exc().splitlines() if show_trace else None

@@ -244,9 +244,7 @@ class OrderEmailNotifier:
         return int(status.split()[-1])
 
     def _backoff(self, attempts: int) -> timedelta:
-        seconds = min(
-            self.config.backoff_base_seconds * 2 ** max(0, attempts - 1), self.config.backoff_max_seconds
-        )
+        seconds = min(self.config.backoff_base_seconds * 2 ** max(0, attempts - 1), self.config.backoff_max_seconds)
         return timedelta(seconds=seconds)
 
     async def deliver_one(self) -> str:
@@ -256,16 +254,12 @@ class OrderEmailNotifier:
             if row is None:
                 return "none"
             delivery_id, order_id, payload = row["bridge_event_id"], row["order_id"], row["payload"]
-            payloads = await con.fetch(
-                RECIPIENT_PAYLOADS, payload.get("session_id"), payload.get("payment_intent_id")
-            )
+            payloads = await con.fetch(RECIPIENT_PAYLOADS, payload.get("session_id"), payload.get("payment_intent_id"))
             recipient = recipient_from([p["payload"] for p in payloads])
             if recipient is None:
                 await con.execute(MARK_SKIPPED, delivery_id, "no recipient address known")
                 metrics.EMAILS_FAILED.labels(KIND, "no_recipient").inc()
-                log.warning(
-                    "order e-mail skipped: no address", extra={"orderId": order_id, "reason": "no_recipient"}
-                )
+                log.warning("order e-mail skipped: no address", extra={"orderId": order_id, "reason": "no_recipient"})
                 return "skipped"
             message = self.config.build(delivery_id, recipient, payload)
             try:
@@ -326,9 +320,7 @@ async def order_emails_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     notifier = OrderEmailNotifier(app[keys.DB_POOL], EmailConfig.from_settings(settings))
     wakeup = BridgeWakeup(app[keys.DATABASE_URL])
-    task = asyncio.create_task(
-        notifier.run_forever(wakeup, settings.email_poll_interval_seconds), name="order-emails"
-    )
+    task = asyncio.create_task(notifier.run_forever(wakeup, settings.email_poll_interval_seconds), name="order-emails")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -31,7 +31,8 @@ def _document_bytes() -> bytes:
 @route_options(rate_limit="public", auth="none")
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(
-        body=_document_bytes(), content_type="application/json",
+        body=_document_bytes(),
+        content_type="application/json",
         headers={"Cache-Control": "public, max-age=300"},
     )
 

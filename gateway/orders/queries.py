@@ -120,8 +120,7 @@ async def lock_order(con: asyncpg.Connection, keys: OrderKeys) -> Order | None:
     order_id = valid_uuid(keys.order_id)
     if not any((order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)):
         return None
-    row = await con.fetchrow(LOCK_ORDER, order_id, keys.checkout_session_id, keys.payment_intent_id,
-                             keys.charge_id)
+    row = await con.fetchrow(LOCK_ORDER, order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)
     return Order(**dict(row)) if row else None
 
 
@@ -141,7 +140,16 @@ class OrderChange:
 
 async def apply_change(con: asyncpg.Connection, order: Order, change: OrderChange) -> None:
     await con.execute(
-        UPDATE_ORDER, order.id, change.status, change.reason, change.amount_total, change.currency,
-        change.checkout_session_id, change.payment_intent_id, change.charge_id, change.customer_id,
-        change.paid_at, change.amount_refunded,
+        UPDATE_ORDER,
+        order.id,
+        change.status,
+        change.reason,
+        change.amount_total,
+        change.currency,
+        change.checkout_session_id,
+        change.payment_intent_id,
+        change.charge_id,
+        change.customer_id,
+        change.paid_at,
+        change.amount_refunded,
     )

@@ -66,11 +66,7 @@ def decide(rows: list[dict[str, Any]], now: datetime | None = None) -> Entitleme
 
     def rank(row: dict[str, Any]) -> tuple[bool, int, datetime, datetime]:
         premium = is_premium(row["status"], row["current_period_end"], row["cancel_at_period_end"], now)
-        order = (
-            PREMIUM_STATUSES.index(row["status"])
-            if row["status"] in PREMIUM_STATUSES
-            else len(PREMIUM_STATUSES)
-        )
+        order = PREMIUM_STATUSES.index(row["status"]) if row["status"] in PREMIUM_STATUSES else len(PREMIUM_STATUSES)
         return (premium, -order, row["current_period_end"] or epoch, row["updated_at"] or epoch)
 
     best = max(rows, key=rank)

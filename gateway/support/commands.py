@@ -86,8 +86,12 @@ def cmd_events_find(args: argparse.Namespace, settings: Settings) -> int:
         async with pool.acquire() as con:
             try:
                 found = await support_events.find_events(
-                    con, session_id=args.session, order_id=args.order, payment_intent_id=args.payment_intent,
-                    limit=args.limit, with_payload=args.payload,
+                    con,
+                    session_id=args.session,
+                    order_id=args.order,
+                    payment_intent_id=args.payment_intent,
+                    limit=args.limit,
+                    with_payload=args.payload,
                 )
             except support_events.InvalidQuery as exc:
                 _error(str(exc))
@@ -118,15 +122,19 @@ def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     async def job(pool: asyncpg.Pool) -> int:
         if args.event_id:
-            result = await support_events.replay_event(pool, args.event_id, app_source=settings.app_source,
-                                                       request_id=request_id)
+            result = await support_events.replay_event(
+                pool, args.event_id, app_source=settings.app_source, request_id=request_id
+            )
             if result.outcome == "not_found":
                 _error(f"no ledger row for {args.event_id}")
                 return USAGE
             _print_json({"request_id": request_id, **result.as_dict()})
             return FAILED if result.outcome == "failed" else OK
         summary = await support_events.replay_by_status(
-            pool, "received" if args.pending else "failed", app_source=settings.app_source, limit=args.limit,
+            pool,
+            "received" if args.pending else "failed",
+            app_source=settings.app_source,
+            limit=args.limit,
             request_id=request_id,
         )
         _print_json({"request_id": request_id, **summary.as_dict()})
@@ -155,9 +163,14 @@ def cmd_events_reconcile(args: argparse.Namespace, settings: Settings) -> int:
         client = build_stripe_client(settings)
         try:
             report = await reconcile(
-                pool, client, window_seconds=window, request_id=request_id,
-                handlers_enabled=settings.webhook_handlers_enabled, app_source=settings.app_source,
-                required_livemode=settings.stripe_livemode, types=args.types or (),
+                pool,
+                client,
+                window_seconds=window,
+                request_id=request_id,
+                handlers_enabled=settings.webhook_handlers_enabled,
+                app_source=settings.app_source,
+                required_livemode=settings.stripe_livemode,
+                types=args.types or (),
             )
         finally:
             await close_stripe_client(client)
@@ -200,8 +213,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     key = find.add_mutually_exclusive_group(required=True)
     key.add_argument("--session", metavar="CS_ID", help="Checkout Session id (cs_...)")
     key.add_argument("--order", metavar="UUID", help="order id")
-    key.add_argument("--payment-intent", dest="payment_intent", metavar="PI_ID",
-                     help="PaymentIntent id (pi_...)")
+    key.add_argument("--payment-intent", dest="payment_intent", metavar="PI_ID", help="PaymentIntent id (pi_...)")
     find.add_argument("--limit", type=int, default=100, help="most rows to list (newest first; default 100)")
     find.add_argument("--payload", action="store_true", help="include each event's payload")
     find.set_defaults(func=cmd_events_find)
@@ -211,16 +223,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     replay.add_argument("event_id", nargs="?", metavar="EVT_ID")
     which = replay.add_mutually_exclusive_group()
-    which.add_argument("--pending", action="store_true",
-                       help="every `received` event (kill switch), oldest first")
+    which.add_argument("--pending", action="store_true", help="every `received` event (kill switch), oldest first")
     which.add_argument("--failed", action="store_true", help="every `failed` event, oldest first")
     replay.add_argument("--limit", type=int, help="with --pending/--failed: at most this many events")
     replay.set_defaults(func=cmd_events_replay)
 
     rec = events_sub.add_parser("reconcile", help="ingest events the ledger misses from Stripe's Events API")
     rec.add_argument("--since", default="30d", help="window: 30d, 12h, 90m... (at most 30 days; default 30d)")
-    rec.add_argument("--type", dest="types", action="append", metavar="TYPE",
-                     help="only this event type (repeatable; `checkout.session.*` patterns allowed)")
+    rec.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        metavar="TYPE",
+        help="only this event type (repeatable; `checkout.session.*` patterns allowed)",
+    )
     rec.set_defaults(func=cmd_events_reconcile)
 
     reservations = sub.add_parser("reservations", help="stock reservations")

@@ -125,22 +125,40 @@ async def show_event(con: asyncpg.Connection, event_id: str) -> dict[str, Any] |
     event = _record(await con.fetchrow(SELECT_EVENT, event_id))
     if event is None:
         return None
-    order = _record(await con.fetchrow(
-        SELECT_ORDER, event["order_id"], event["checkout_session_id"], event["payment_intent_id"],
-        event["charge_id"],
-    )) if any((event["order_id"], event["checkout_session_id"], event["payment_intent_id"],
-               event["charge_id"])) else None
+    order = (
+        _record(
+            await con.fetchrow(
+                SELECT_ORDER,
+                event["order_id"],
+                event["checkout_session_id"],
+                event["payment_intent_id"],
+                event["charge_id"],
+            )
+        )
+        if any((event["order_id"], event["checkout_session_id"], event["payment_intent_id"], event["charge_id"]))
+        else None
+    )
     order_id = order["id"] if order else None
     audit = [dict(r) for r in await con.fetch(SELECT_AUDIT, order_id, event_id)]
     bridge = [dict(r) for r in await con.fetch(SELECT_BRIDGE, order_id, event_id)]
     reservations = [dict(r) for r in await con.fetch(SELECT_RESERVATIONS, order_id)] if order_id else []
-    return {"event": event, "order": order, "reservations": reservations, "audit": audit,
-            "bridge_events": bridge}
+    return {
+        "event": event,
+        "order": order,
+        "reservations": reservations,
+        "audit": audit,
+        "bridge_events": bridge,
+    }
 
 
 async def find_events(
-    con: asyncpg.Connection, *, session_id: str | None = None, order_id: str | None = None,
-    payment_intent_id: str | None = None, limit: int = 100, with_payload: bool = False,
+    con: asyncpg.Connection,
+    *,
+    session_id: str | None = None,
+    order_id: str | None = None,
+    payment_intent_id: str | None = None,
+    limit: int = 100,
+    with_payload: bool = False,
 ) -> dict[str, Any]:
     """Ledger rows linked to one checkout session, order or payment intent (newest first), with the order.
 
@@ -153,9 +171,7 @@ async def find_events(
         raise InvalidQuery("--limit must be at least 1")
     if order_id is not None and valid_uuid(order_id) is None:
         raise InvalidQuery(f"not an order id (uuid): {order_id!r}")
-    order = _record(
-        await con.fetchrow(SELECT_ORDER, valid_uuid(order_id), session_id, payment_intent_id, None)
-    )
+    order = _record(await con.fetchrow(SELECT_ORDER, valid_uuid(order_id), session_id, payment_intent_id, None))
     if order is not None:
         order_id = order["id"]
         session_id = session_id or order["stripe_checkout_session_id"]
@@ -190,8 +206,9 @@ def event_from_payload(payload: dict[str, Any]) -> StripeEvent:
     return parse_event(orjson.dumps(payload), required_livemode=None)
 
 
-async def replay_event(pool: asyncpg.Pool, event_id: str, *, app_source: str,
-                       request_id: str | None = None) -> ReplayResult:
+async def replay_event(
+    pool: asyncpg.Pool, event_id: str, *, app_source: str, request_id: str | None = None
+) -> ReplayResult:
     """Re-run the handler of one stored event in one transaction, unless it was already applied."""
     async with pool.acquire() as con:
         row = await con.fetchrow(SELECT_EVENT, event_id)
@@ -199,12 +216,25 @@ async def replay_event(pool: asyncpg.Pool, event_id: str, *, app_source: str,
         return ReplayResult(event_id, "not_found")
     previous = row["status"]
     if previous in DONE_STATUSES:
-        return ReplayResult(event_id, "already_done", previous, previous, row["outcome_reason"],
-                            row["order_id"], row["attempts"], row["last_error"])
+        return ReplayResult(
+            event_id,
+            "already_done",
+            previous,
+            previous,
+            row["outcome_reason"],
+            row["order_id"],
+            row["attempts"],
+            row["last_error"],
+        )
     event = event_from_payload(row["payload"])
     try:
-        result = await ingest(pool, event, request_id=request_id or new_request_id("replay"),
-                              handlers_enabled=True, app_source=app_source)
+        result = await ingest(
+            pool,
+            event,
+            request_id=request_id or new_request_id("replay"),
+            handlers_enabled=True,
+            app_source=app_source,
+        )
     except HandlerFailed:
         outcome: ReplayOutcome = "failed"
     else:
@@ -212,8 +242,16 @@ async def replay_event(pool: asyncpg.Pool, event_id: str, *, app_source: str,
         outcome = "already_done" if result.status == "duplicate" else result.status
     async with pool.acquire() as con:
         state = await con.fetchrow(LEDGER_STATE, event_id)
-    return ReplayResult(event_id, outcome, previous, state["status"], state["outcome_reason"],
-                        state["order_id"], state["attempts"], state["last_error"])
+    return ReplayResult(
+        event_id,
+        outcome,
+        previous,
+        state["status"],
+        state["outcome_reason"],
+        state["order_id"],
+        state["attempts"],
+        state["last_error"],
+    )
 
 
 @dataclass(slots=True)
@@ -224,12 +262,22 @@ class ReplaySummary:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "selected": self.selected, "outcomes": dict(self.outcomes),
-                "failed": self.failed}
+        return {
+            "status": self.status,
+            "selected": self.selected,
+            "outcomes": dict(self.outcomes),
+            "failed": self.failed,
+        }
 
 
-async def replay_by_status(pool: asyncpg.Pool, status: Literal["received", "failed"], *, app_source: str,
-                           limit: int | None = None, request_id: str | None = None) -> ReplaySummary:
+async def replay_by_status(
+    pool: asyncpg.Pool,
+    status: Literal["received", "failed"],
+    *,
+    app_source: str,
+    limit: int | None = None,
+    request_id: str | None = None,
+) -> ReplaySummary:
     """Replay every event in `status`, oldest first, each in its own transaction.
 
     The list is taken once at the start: an event failing again during this run is not retried in a loop."""
@@ -241,6 +289,7 @@ async def replay_by_status(pool: asyncpg.Pool, status: Literal["received", "fail
         result = await replay_event(pool, row["stripe_event_id"], app_source=app_source, request_id=rid)
         summary.outcomes[result.outcome] += 1
         if result.outcome == "failed":
-            summary.failed.append({"event_id": result.event_id, "attempts": result.attempts,
-                                   "last_error": result.last_error})
+            summary.failed.append(
+                {"event_id": result.event_id, "attempts": result.attempts, "last_error": result.last_error}
+            )
     return summary

@@ -58,9 +58,15 @@ class ReconcileReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "since": self.since, "request_id": self.request_id, "seen": self.seen,
-            "already_known": self.already_known, "ingested": self.ingested, "failed": self.failed,
-            "outcomes": self.outcomes, "failed_events": self.failed_events, "error": self.error,
+            "since": self.since,
+            "request_id": self.request_id,
+            "seen": self.seen,
+            "already_known": self.already_known,
+            "ingested": self.ingested,
+            "failed": self.failed,
+            "outcomes": self.outcomes,
+            "failed_events": self.failed_events,
+            "error": self.error,
         }
 
 
@@ -74,7 +80,11 @@ def _raw_events(page: Any) -> list[dict[str, Any]]:
 
 
 async def list_missing_events(
-    pool: asyncpg.Pool, client: stripe.StripeClient, report: ReconcileReport, *, types: Sequence[str] = (),
+    pool: asyncpg.Pool,
+    client: stripe.StripeClient,
+    report: ReconcileReport,
+    *,
+    types: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Walk every page of the window; return the events not in the ledger (Stripe's newest-first order)."""
     params: dict[str, Any] = {"created": {"gte": report.since}, "limit": PAGE_SIZE}
@@ -108,8 +118,15 @@ async def list_missing_events(
 
 
 async def reconcile(
-    pool: asyncpg.Pool, client: stripe.StripeClient, *, window_seconds: int, request_id: str,
-    handlers_enabled: bool, app_source: str, required_livemode: bool | None, types: Sequence[str] = (),
+    pool: asyncpg.Pool,
+    client: stripe.StripeClient,
+    *,
+    window_seconds: int,
+    request_id: str,
+    handlers_enabled: bool,
+    app_source: str,
+    required_livemode: bool | None,
+    types: Sequence[str] = (),
     now: float | None = None,
 ) -> ReconcileReport:
     """List Stripe's events of the last `window_seconds` (at most 30 days) and ingest the missing ones."""
@@ -125,8 +142,9 @@ async def reconcile(
         event_id = raw["id"]
         try:
             event = parse_event(orjson.dumps(raw), required_livemode=required_livemode)
-            result = await ingest(pool, event, request_id=request_id, handlers_enabled=handlers_enabled,
-                                  app_source=app_source)
+            result = await ingest(
+                pool, event, request_id=request_id, handlers_enabled=handlers_enabled, app_source=app_source
+            )
         except ApiError as exc:  # not an event we accept (livemode mismatch, malformed)
             report.failed += 1
             report.failed_events.append({"event_id": event_id, "error": exc.message})
@@ -141,8 +159,14 @@ async def reconcile(
         report.ingested += 1
         outcomes[result.status] = outcomes.get(result.status, 0) + 1
     report.outcomes = outcomes
-    log.info("reconcile finished", extra={
-        "status": "error" if report.error else "ok", "seen": report.seen,
-        "alreadyKnown": report.already_known, "ingested": report.ingested, "failed": report.failed,
-    })
+    log.info(
+        "reconcile finished",
+        extra={
+            "status": "error" if report.error else "ok",
+            "seen": report.seen,
+            "alreadyKnown": report.already_known,
+            "ingested": report.ingested,
+            "failed": report.failed,
+        },
+    )
     return report

@@ -19,8 +19,7 @@ RELEASE_REASON = "reservation_expired"
 DEFAULT_BATCH = 500
 
 
-async def sweep_expired(pool: asyncpg.Pool, *, batch: int = DEFAULT_BATCH,
-                        max_batches: int | None = None) -> int:
+async def sweep_expired(pool: asyncpg.Pool, *, batch: int = DEFAULT_BATCH, max_batches: int | None = None) -> int:
     """Release expired held reservations, batch after batch until one comes back short; return how many."""
     total = 0
     batches = 0

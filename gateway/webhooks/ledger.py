@@ -110,33 +110,53 @@ class HandlerFailed(Exception):
 def _row_values(event: StripeEvent, request_id: str | None) -> list[object]:
     ids = sp.related_ids(event.type, event.object)
     return [
-        event.id, event.type, event.api_version, event.livemode, datetime.fromtimestamp(event.created, UTC),
-        request_id, ids.order_id, ids.checkout_session_id, ids.payment_intent_id, ids.charge_id,
-        ids.subscription_id, ids.customer_id, event.raw,
+        event.id,
+        event.type,
+        event.api_version,
+        event.livemode,
+        datetime.fromtimestamp(event.created, UTC),
+        request_id,
+        ids.order_id,
+        ids.checkout_session_id,
+        ids.payment_intent_id,
+        ids.charge_id,
+        ids.subscription_id,
+        ids.customer_id,
+        event.raw,
     ]
 
 
-async def process_claimed(con: asyncpg.Connection, ledger_id: int, event: StripeEvent, *,
-                          request_id: str | None, app_source: str) -> IngestResult:
+async def process_claimed(
+    con: asyncpg.Connection, ledger_id: int, event: StripeEvent, *, request_id: str | None, app_source: str
+) -> IngestResult:
     """Run the handler for a claimed ledger row inside the caller's transaction and finish the row."""
     handler = HANDLERS.get(event.type)
     if handler is None:
         outcome = Outcome("ignored", "event type not handled")
     else:
-        unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id,
-                          app_source=app_source)
+        unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id, app_source=app_source)
         outcome = await handler(unit, event)
         if unit.audits or unit.events:
             await con.execute(
                 FLUSH_AND_FINISH,
-                unit.actor, unit.source_event_id, unit.request_id,
-                [a.action for a in unit.audits], [a.subject_type for a in unit.audits],
-                [a.subject_id for a in unit.audits], [a.order_id for a in unit.audits],
+                unit.actor,
+                unit.source_event_id,
+                unit.request_id,
+                [a.action for a in unit.audits],
+                [a.subject_type for a in unit.audits],
+                [a.subject_id for a in unit.audits],
+                [a.order_id for a in unit.audits],
                 [a.details for a in unit.audits],
-                unit.app_source, BRIDGE_METADATA,
-                [e.event_type for e in unit.events], [e.user_id for e in unit.events],
-                [e.payload for e in unit.events], BRIDGE_CHANNEL,
-                ledger_id, outcome.status, outcome.reason, outcome.order_id,
+                unit.app_source,
+                BRIDGE_METADATA,
+                [e.event_type for e in unit.events],
+                [e.user_id for e in unit.events],
+                [e.payload for e in unit.events],
+                BRIDGE_CHANNEL,
+                ledger_id,
+                outcome.status,
+                outcome.reason,
+                outcome.order_id,
             )
             unit.audits.clear()
             unit.events.clear()
@@ -158,8 +178,7 @@ async def ingest(
                     # Kill switch: verified and durable, applied later by `gateway events replay --pending`.
                     await con.execute(FINISH_EVENT, ledger_id, "received", "handlers disabled", None)
                     return IngestResult("received", "handlers disabled")
-                return await process_claimed(con, ledger_id, event, request_id=request_id,
-                                             app_source=app_source)
+                return await process_claimed(con, ledger_id, event, request_id=request_id, app_source=app_source)
         except UNAVAILABLE_ERRORS:
             raise  # 503: Stripe retries; nothing was committed
         except Exception as exc:
@@ -167,10 +186,14 @@ async def ingest(
             raise HandlerFailed(type(exc).__name__) from exc
 
 
-async def _record_failure(con: asyncpg.Connection, event: StripeEvent, request_id: str | None,
-                          exc: BaseException) -> None:
+async def _record_failure(
+    con: asyncpg.Connection, event: StripeEvent, request_id: str | None, exc: BaseException
+) -> None:
     error = f"{type(exc).__name__}: {exc}"[:2000]
-    log.error("webhook handler failed", exc_info=exc,
-              extra={"stripeEventId": event.id, "code": "handler_failed", "eventType": event.type})
+    log.error(
+        "webhook handler failed",
+        exc_info=exc,
+        extra={"stripeEventId": event.id, "code": "handler_failed", "eventType": event.type},
+    )
     async with con.transaction():
         await con.execute(RECORD_FAILURE, *_row_values(event, request_id), error)

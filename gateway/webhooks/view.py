@@ -32,7 +32,9 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     body = await request.read()
     try:
         secret_index = verify_signature(
-            body, request.headers.get("Stripe-Signature"), settings.stripe_webhook_secrets,
+            body,
+            request.headers.get("Stripe-Signature"),
+            settings.stripe_webhook_secrets,
             settings.stripe_webhook_tolerance,
         )
     except SignatureError as exc:
@@ -48,8 +50,11 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         result = await ingest(
-            request.app[keys.DB_POOL], event, request_id=context.request_id(),
-            handlers_enabled=settings.webhook_handlers_enabled, app_source=settings.app_source,
+            request.app[keys.DB_POOL],
+            event,
+            request_id=context.request_id(),
+            handlers_enabled=settings.webhook_handlers_enabled,
+            app_source=settings.app_source,
         )
     except HandlerFailed:
         metrics.WEBHOOK_EVENTS.labels(event.type, "failed").inc()
@@ -57,6 +62,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     metrics.WEBHOOK_PROCESSING.observe(time.perf_counter() - started)
     metrics.WEBHOOK_EVENTS.labels(event.type, result.status).inc()
     context.bind(orderId=result.order_id)
-    log.info("stripe event handled", extra={"status": result.status, "eventType": event.type,
-                                            "reason": result.reason})
+    log.info(
+        "stripe event handled",
+        extra={"status": result.status, "eventType": event.type, "reason": result.reason},
+    )
     return web.json_response({"status": result.status, "event_id": event.id})

@@ -301,9 +301,7 @@ class FakeStripe:
     def clear_faults(self) -> None:
         self._faults.clear()
 
-    def add_price(
-        self, price_id: str, unit_amount: int, currency: str = "eur", *, recurring: bool = False
-    ) -> None:
+    def add_price(self, price_id: str, unit_amount: int, currency: str = "eur", *, recurring: bool = False) -> None:
         """Declare a price id usable in `line_items[][price]`."""
         self.prices[price_id] = {
             "id": price_id,
@@ -446,9 +444,7 @@ class FakeStripe:
             except StripeFakeError as exc:
                 status, body = exc.status, exc.body
             if slot is not None and status != 404 and not (status == 400 and _is_validation(body)):
-                self._idempotent[slot] = _Stored(
-                    record.method, record.path, params, status, copy.deepcopy(body)
-                )
+                self._idempotent[slot] = _Stored(record.method, record.path, params, status, copy.deepcopy(body))
             headers = dict(base_headers)
             if idem_key:
                 headers["Idempotency-Key"] = idem_key
@@ -538,9 +534,7 @@ class FakeStripe:
         lines: list[dict[str, Any]] = []
         for index, item in enumerate(items):
             if not isinstance(item, dict):
-                raise StripeFakeError(
-                    400, "invalid_request_error", "Invalid line item", param=f"line_items[{index}]"
-                )
+                raise StripeFakeError(400, "invalid_request_error", "Invalid line item", param=f"line_items[{index}]")
             quantity = _int_param(item, "quantity", path=f"line_items[{index}][quantity]") or 1
             if quantity < 1:
                 raise StripeFakeError(
@@ -562,9 +556,7 @@ class FakeStripe:
                 unit, cur = int(price["unit_amount"]), str(price["currency"])
             elif isinstance(item.get("price_data"), dict):
                 data = item["price_data"]
-                unit_or_none = _int_param(
-                    data, "unit_amount", path=f"line_items[{index}][price_data][unit_amount]"
-                )
+                unit_or_none = _int_param(data, "unit_amount", path=f"line_items[{index}][price_data][unit_amount]")
                 cur_raw = data.get("currency")
                 if unit_or_none is None or not cur_raw:
                     raise StripeFakeError(
@@ -616,16 +608,12 @@ class FakeStripe:
             )
         now = int(time.time())
         total, currency, lines = (
-            (0, params.get("currency"), [])
-            if mode == "setup"
-            else self._line_amounts(params.get("line_items"))
+            (0, params.get("currency"), []) if mode == "setup" else self._line_amounts(params.get("line_items"))
         )
         expires_at = _int_param(params, "expires_at")
         if expires_at is None:
             expires_at = now + SESSION_DEFAULT_TTL
-        elif not (
-            now + SESSION_MIN_TTL - EXPIRES_AT_SLACK <= expires_at <= now + SESSION_MAX_TTL + EXPIRES_AT_SLACK
-        ):
+        elif not (now + SESSION_MIN_TTL - EXPIRES_AT_SLACK <= expires_at <= now + SESSION_MAX_TTL + EXPIRES_AT_SLACK):
             raise StripeFakeError(
                 400,
                 "invalid_request_error",

@@ -79,8 +79,7 @@ async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change
             unit.audit("stock.oversold", "order", order.id, order_id=order.id, products=result.oversold)
     elif target in t.RELEASING:
         await stock.release_for_order(unit.con, order.id, f"order_{target}")
-    unit.audit(f"order.{target}", "order", order.id, order_id=order.id, previous=order.status,
-               reason=change.reason)
+    unit.audit(f"order.{target}", "order", order.id, order_id=order.id, previous=order.status, reason=change.reason)
     _publish(unit, order, change)
     order.status = target
     return Outcome("processed", None, order.id)
@@ -113,8 +112,12 @@ async def _order_for_session(unit: UnitOfWork, event: StripeEvent, *, create: bo
         # Payment Link or dashboard checkout: no order of ours, build it from the session.
         ids = sp.checkout_session_ids(session)
         await unit.con.execute(
-            CREATE_ORDER_FROM_SESSION, sp.user_id_of(session), sp.session_amount_total(session) or 0,
-            sp.currency_of(session), ids.session_id, ids.customer_id,
+            CREATE_ORDER_FROM_SESSION,
+            sp.user_id_of(session),
+            sp.session_amount_total(session) or 0,
+            sp.currency_of(session),
+            ids.session_id,
+            ids.customer_id,
         )
         order = await lock_order(unit.con, _keys(event))
         if order is not None:
@@ -193,8 +196,13 @@ def _intent_change(event: StripeEvent, status: str, reason: str | None = None) -
 async def _record_payment(unit: UnitOfWork, order: Order, event: StripeEvent, status: str) -> None:
     pi = event.object
     await unit.con.execute(
-        UPSERT_PAYMENT, order.id, sp.object_id(pi), sp.payment_intent_latest_charge(pi),
-        sp.payment_intent_amount(pi) or 0, sp.currency_of(pi) or order.currency or "", status,
+        UPSERT_PAYMENT,
+        order.id,
+        sp.object_id(pi),
+        sp.payment_intent_latest_charge(pi),
+        sp.payment_intent_amount(pi) or 0,
+        sp.currency_of(pi) or order.currency or "",
+        status,
     )
 
 
@@ -232,14 +240,19 @@ async def _ensure_paid(unit: UnitOfWork, event: StripeEvent, order: Order, charg
     paid now, so events converge whatever order Stripe delivers them in."""
     if order.status in t.SETTLED:
         return
-    change = OrderChange(status=t.PAID, reason=f"payment implied by {event.type}", charge_id=charge_id,
-                         payment_intent_id=sp.related_ids(event.type, event.object).payment_intent_id,
-                         paid_at=_created(event))
+    change = OrderChange(
+        status=t.PAID,
+        reason=f"payment implied by {event.type}",
+        charge_id=charge_id,
+        payment_intent_id=sp.related_ids(event.type, event.object).payment_intent_id,
+        paid_at=_created(event),
+    )
     await _transition(unit, event, order, change)
 
 
-async def _apply_refunded_amount(unit: UnitOfWork, event: StripeEvent, order: Order, refunded: int,
-                                 charge_amount: int | None) -> Outcome:
+async def _apply_refunded_amount(
+    unit: UnitOfWork, event: StripeEvent, order: Order, refunded: int, charge_amount: int | None
+) -> Outcome:
     total = order.amount_total or charge_amount or 0
     refunded = max(order.amount_refunded, refunded)
     if refunded == order.amount_refunded:
@@ -249,8 +262,15 @@ async def _apply_refunded_amount(unit: UnitOfWork, event: StripeEvent, order: Or
     if status != order.status and not t.can_move(order.status, status):
         return Outcome("stale", f"order is {order.status}; cannot become {status}", order.id)
     await apply_change(unit.con, order, change)
-    unit.audit("order.refund_applied", "order", order.id, order_id=order.id, previous=order.status,
-               status=status, amount_refunded=refunded)
+    unit.audit(
+        "order.refund_applied",
+        "order",
+        order.id,
+        order_id=order.id,
+        previous=order.status,
+        status=status,
+        amount_refunded=refunded,
+    )
     _publish(unit, order, change, "ORDER_REFUNDED")
     return Outcome("processed", None, order.id)
 
@@ -261,8 +281,7 @@ async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     if order is None:
         return _unknown(event)
     await _ensure_paid(unit, event, order, sp.object_id(charge))
-    return await _apply_refunded_amount(unit, event, order, sp.charge_amount_refunded(charge),
-                                        sp.charge_amount(charge))
+    return await _apply_refunded_amount(unit, event, order, sp.charge_amount_refunded(charge), sp.charge_amount(charge))
 
 
 async def refund_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
@@ -273,8 +292,13 @@ async def refund_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     refund_id = sp.object_id(refund)
     status = sp.refund_status(refund) or "pending"
     await unit.con.execute(
-        UPSERT_REFUND, refund_id, order.id, sp.refund_charge(refund), sp.refund_amount(refund) or 0,
-        sp.currency_of(refund) or order.currency or "", status,
+        UPSERT_REFUND,
+        refund_id,
+        order.id,
+        sp.refund_charge(refund),
+        sp.refund_amount(refund) or 0,
+        sp.currency_of(refund) or order.currency or "",
+        status,
     )
     if status != "succeeded":
         return Outcome("processed", f"refund recorded ({status})", order.id)
@@ -289,9 +313,13 @@ async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcom
     if order is None:
         return _unknown(event)
     new_dispute = await unit.con.fetchval(
-        INSERT_DISPUTE, sp.object_id(dispute), order.id, sp.dispute_charge(dispute),
+        INSERT_DISPUTE,
+        sp.object_id(dispute),
+        order.id,
+        sp.dispute_charge(dispute),
         sp.dispute_amount(dispute) or 0,
-        sp.currency_of(dispute) or order.currency or "", sp.dispute_reason(dispute),
+        sp.currency_of(dispute) or order.currency or "",
+        sp.dispute_reason(dispute),
         sp.dispute_status(dispute) or "needs_response",
     )
     await _ensure_paid(unit, event, order, sp.dispute_charge(dispute))
@@ -301,8 +329,14 @@ async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcom
         # business fact others must hear about, whichever of the refund and the dispute arrived first.
         if not new_dispute:
             return Outcome("processed", "dispute already recorded", order.id)
-        unit.audit("order.dispute_opened", "order", order.id, order_id=order.id, status=order.status,
-                   reason=change.reason)
+        unit.audit(
+            "order.dispute_opened",
+            "order",
+            order.id,
+            order_id=order.id,
+            status=order.status,
+            reason=change.reason,
+        )
         _publish(unit, order, replace(change, status=order.status), "ORDER_DISPUTED")
         return Outcome("processed", "dispute recorded; order stays refunded", order.id)
     return await _transition(unit, event, order, change)

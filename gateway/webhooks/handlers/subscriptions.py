@@ -316,9 +316,7 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
             status=new["status"],
             plan_id=new["plan_id"],
         )
-    return Outcome(
-        "processed", None if event_type else f"recorded ({', '.join(changed)}); nothing to publish"
-    )
+    return Outcome("processed", None if event_type else f"recorded ({', '.join(changed)}); nothing to publish")
 
 
 def _payload(row: dict[str, Any]) -> dict[str, Any]:
