@@ -20,8 +20,10 @@ from gateway.settings import ConfigError, Settings, describe, load_settings
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
+    """Command results: indented JSON on stdout (logs go to stderr)."""
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    sys.stdout.flush()
 
 
 def with_connection(
@@ -53,7 +55,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
-    _print_json({"status": "ok", "settings": describe(settings)})
+    print_json({"status": "ok", "settings": describe(settings)})
     return 0
 
 
@@ -115,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         if args.command == "check-config":
-            _print_json({"status": "invalid", "problems": exc.problems})
+            print_json({"status": "invalid", "problems": exc.problems})
         return 2
     logging_setup.configure(settings.log_level, to_stderr=args.command != "serve")
     func: Command = args.func

@@ -170,6 +170,12 @@ def configure(level: str = "INFO", *, to_stderr: bool = False) -> None:
     """JSON lines on stdout for the server; on stderr for CLI commands, whose stdout carries their result."""
     handler = ConsoleHandler(to_stderr=to_stderr)
     handler.setFormatter(JsonFormatter())
+    # The JSON lines carry none of the caller, thread or process fields: skip computing them for every record
+    # (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

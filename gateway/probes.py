@@ -12,14 +12,15 @@ from gateway import keys, metrics
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.migrate import SELECT_CURRENT_VERSION
 from gateway.errors import ServiceUnavailable
+from gateway.responses import json_response
 from gateway.routing import route_options
 
-PROBE = {"rate_limit": None, "cors": False, "check_host": False}
+PROBE = {"rate_limit": None, "cors": False, "check_host": False, "access_log": False}
 
 
 @route_options(**PROBE)
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @route_options(**PROBE)
@@ -47,4 +48,4 @@ async def ready(request: web.Request) -> web.Response:
     metrics.READY.set(0 if reasons else 1)
     if reasons:
         raise ServiceUnavailable("Not ready", code="not_ready", details={"reasons": reasons})
-    return web.json_response({"status": "ready"})
+    return json_response({"status": "ready"})

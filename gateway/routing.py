@@ -22,6 +22,7 @@ class RouteOptions:
     role: str | None = None
     cors: bool = True
     check_host: bool = True  # probes answer whatever Host the kubelet sends (the pod IP)
+    access_log: bool = True  # False: successful answers are logged at DEBUG only (probes)
 
 
 DEFAULT_OPTIONS = RouteOptions()

@@ -18,7 +18,6 @@ import logging
 from http.cookies import SimpleCookie
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway import context, keys
@@ -27,6 +26,7 @@ from gateway.accounts.tokens import local_token_verifier_ctx
 from gateway.checkout.validation import Problems, read_json_object, refuse_unknown
 from gateway.errors import RateLimited, Unauthorized
 from gateway.ratelimit.policies import Policy, ratelimit_header, retry_after_seconds
+from gateway.responses import NO_STORE, json_response
 from gateway.routing import route_options
 from gateway.settings import Settings
 
@@ -74,9 +74,7 @@ def _refused(settings: Settings, message: str, code: str) -> Unauthorized:
 def _token_answer(request: web.Request, user_id: str, roles: list[str], refresh: store.IssuedRefresh) -> web.Response:
     issuer = request.app[keys.ACCESS_TOKENS]
     body = {"access_token": issuer.issue(user_id, roles), "token_type": "Bearer", "expires_in": issuer.ttl}
-    response = web.Response(
-        body=orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"}
-    )
+    response = json_response(body, headers=NO_STORE)
     _set_refresh_cookie(response, request.app[keys.SETTINGS], refresh.token)
     return response
 

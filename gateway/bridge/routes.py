@@ -15,6 +15,7 @@ from gateway import context, keys
 from gateway.bridge import events
 from gateway.bridge.registry import registry
 from gateway.errors import BadRequest, Unauthorized
+from gateway.responses import json_response
 from gateway.routing import route_options
 from gateway.subscriptions import entitlements
 
@@ -58,7 +59,7 @@ async def list_bridge_events(request: web.Request) -> web.Response:
         rows = await events.page(con, after, limit + 1, types)
     has_more = len(rows) > limit
     rows = rows[:limit]
-    return web.json_response(
+    return json_response(
         {
             "events": [row.as_json() for row in rows],
             "next_cursor": rows[-1].id if rows else after,
@@ -70,7 +71,7 @@ async def list_bridge_events(request: web.Request) -> web.Response:
 async def _entitlements(request: web.Request, user_id: str) -> web.Response:
     async with request.app[keys.DB_POOL].acquire() as con:
         result = await entitlements.for_user(con, user_id)
-    return web.json_response({"user_id": user_id, **result.as_json()})
+    return json_response({"user_id": user_id, **result.as_json()})
 
 
 @route_options(auth="user")

@@ -20,6 +20,7 @@ from gateway.checkout.validation import Problems
 from gateway.errors import NotFound, Unauthorized
 from gateway.orders import transitions as t
 from gateway.orders.queries import valid_uuid
+from gateway.responses import NO_STORE, json_response
 from gateway.routing import route_options
 
 DEFAULT_PAGE = 20
@@ -101,7 +102,7 @@ async def get_order(request: web.Request) -> web.Response:
     if row is None:
         raise NotFound("Order not found", code="order_not_found")
     context.bind(orderId=order_id)
-    return web.json_response(order_json(row), dumps=_dumps, headers={"Cache-Control": "no-store"})
+    return json_response(order_json(row), headers=NO_STORE)
 
 
 def _encode_cursor(created_at: datetime, order_id: str) -> str:
@@ -149,12 +150,4 @@ async def list_orders(request: web.Request) -> web.Response:
         )
     page = rows[:limit]
     next_cursor = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
-    return web.json_response(
-        {"data": [order_json(r) for r in page], "next_cursor": next_cursor},
-        dumps=_dumps,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return json_response({"data": [order_json(r) for r in page], "next_cursor": next_cursor}, headers=NO_STORE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
 import stripe
 from aiohttp import web
 
@@ -13,18 +12,14 @@ from gateway import context, keys
 from gateway.checkout import orders_api, service
 from gateway.checkout.validation import idempotency_key, parse_checkout, read_json_object
 from gateway.errors import ApiError, ServiceUnavailable, Unauthorized
+from gateway.responses import NO_STORE, json_response
 from gateway.routing import route_options
 
 log = logging.getLogger("gateway.checkout")
 
 
 def _json(body: dict[str, object], *, status: int, headers: dict[str, str]) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store", **headers},
-    )
+    return json_response(body, status=status, headers={**NO_STORE, **headers})
 
 
 async def _compensate(request: web.Request, user_id: str, order_id: str, error: ApiError) -> None:

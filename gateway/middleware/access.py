@@ -1,24 +1,47 @@
 """Access log line and HTTP metrics for every answer. The error mapper sits outside this middleware, so an
-exception passing through here is counted with the status the mapper will give it."""
+exception passing through here is counted with the status the mapper will give it.
+
+Successful answers of routes declared `access_log=False` (the probes, hit every few seconds by the kubelet) are
+logged at DEBUG only; they are still counted in the metrics.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway import context, metrics
 from gateway.middleware.errors import status_for
+from gateway.routing import options_for
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.access")
 
 WEBHOOK_ROUTE = "stripe_webhook"
+# The method label is bounded: a client may send any token as a method.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def access_middleware(settings: Settings) -> Middleware:
+    # Metric children by label values: labels() validates and locks on every call, a dict lookup does not.
+    request_counters: dict[tuple[str, str, int], Any] = {}
+    duration_histograms: dict[str, Any] = {}
+
+    def count(route: str, method: str, status: int, elapsed: float) -> None:
+        key = (route, method, status)
+        counter = request_counters.get(key)
+        if counter is None:
+            counter = request_counters[key] = metrics.HTTP_REQUESTS.labels(route, method, str(status))
+        counter.inc()
+        histogram = duration_histograms.get(route)
+        if histogram is None:
+            histogram = duration_histograms[route] = metrics.HTTP_DURATION.labels(route)
+        histogram.observe(elapsed)
+
     @web.middleware
     async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = context.get_context(request)
@@ -35,18 +58,21 @@ def access_middleware(settings: Settings) -> Middleware:
         finally:
             metrics.HTTP_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
-            metrics.HTTP_REQUESTS.labels(ctx.route, request.method, str(status)).inc()
-            metrics.HTTP_DURATION.labels(ctx.route).observe(elapsed)
+            method = request.method if request.method in KNOWN_METHODS else "OTHER"
+            count(ctx.route, method, status, elapsed)
             if ctx.route == WEBHOOK_ROUTE:
                 metrics.WEBHOOK_RESPONSES.labels(str(status)).inc()
-            log.info(
-                "request completed",
-                extra={
-                    "route": ctx.route,
-                    "method": request.method,
-                    "status": status,
-                    "durationMs": round(elapsed * 1000, 2),
-                },
-            )
+            level = logging.INFO if status >= 400 or options_for(request).access_log else logging.DEBUG
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "request completed",
+                    extra={
+                        "route": ctx.route,
+                        "method": method,
+                        "status": status,
+                        "durationMs": round(elapsed * 1000, 2),
+                    },
+                )
 
     return access

@@ -11,13 +11,13 @@ import logging
 import traceback
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway import context
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.errors import ApiError, DatabaseUnavailable
+from gateway.responses import json_response
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.errors")
@@ -44,12 +44,7 @@ def error_response(
     body: dict[str, Any] = {"code": code, "message": message, "request_id": context.request_id()}
     if details is not None:
         body["details"] = details
-    return web.Response(
-        status=status,
-        body=orjson.dumps({"error": body}),
-        content_type="application/json",
-        headers=headers,
-    )
+    return json_response({"error": body}, status=status, headers=headers)
 
 
 def status_for(exc: BaseException) -> int:

@@ -16,12 +16,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
-import orjson
 
 from gateway import context
+from gateway.cli import print_json
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.pool import create_pool
 from gateway.settings import Settings
@@ -32,11 +31,6 @@ from gateway.support.reservations import DEFAULT_BATCH, sweep_expired
 OK, FAILED, USAGE = 0, 1, 2
 
 Job = Callable[[asyncpg.Pool], Awaitable[int]]
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
-    sys.stdout.flush()
 
 
 def _error(message: str) -> None:
@@ -75,7 +69,7 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         if found is None:
             _error(f"no ledger row for {args.event_id} (never received: see `gateway events reconcile`)")
             return USAGE
-        _print_json(found)
+        print_json(found)
         return OK
 
     return with_pool(settings, job)
@@ -96,7 +90,7 @@ def cmd_events_find(args: argparse.Namespace, settings: Settings) -> int:
             except support_events.InvalidQuery as exc:
                 _error(str(exc))
                 return USAGE
-        _print_json(found)
+        print_json(found)
         if found["order"] is None and not found["events"]:
             _error("no order and no ledger row match")
             return USAGE
@@ -128,7 +122,7 @@ def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
             if result.outcome == "not_found":
                 _error(f"no ledger row for {args.event_id}")
                 return USAGE
-            _print_json({"request_id": request_id, **result.as_dict()})
+            print_json({"request_id": request_id, **result.as_dict()})
             return FAILED if result.outcome == "failed" else OK
         summary = await support_events.replay_by_status(
             pool,
@@ -137,7 +131,7 @@ def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
             limit=args.limit,
             request_id=request_id,
         )
-        _print_json({"request_id": request_id, **summary.as_dict()})
+        print_json({"request_id": request_id, **summary.as_dict()})
         return FAILED if summary.failed else OK
 
     return with_pool(settings, job, request_id=request_id)
@@ -174,7 +168,7 @@ def cmd_events_reconcile(args: argparse.Namespace, settings: Settings) -> int:
             )
         finally:
             await close_stripe_client(client)
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
         if report.error:
             _error(f"Stripe events listing stopped: {report.error}")
         return FAILED if report.failed or report.error else OK
@@ -192,7 +186,7 @@ def cmd_reservations_sweep(args: argparse.Namespace, settings: Settings) -> int:
 
     async def job(pool: asyncpg.Pool) -> int:
         released = await sweep_expired(pool, batch=args.batch)
-        _print_json({"released": released})
+        print_json({"released": released})
         return OK
 
     return with_pool(settings, job, request_id=support_events.new_request_id("sweep"))

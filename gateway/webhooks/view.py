@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway import context, keys, metrics
 from gateway.errors import ApiError, BadRequest
+from gateway.responses import json_response
 from gateway.routing import route_options
 from gateway.webhooks.envelope import parse_event
 from gateway.webhooks.ledger import HandlerFailed, ingest
@@ -66,4 +67,4 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         "stripe event handled",
         extra={"status": result.status, "eventType": event.type, "reason": result.reason},
     )
-    return web.json_response({"status": result.status, "event_id": event.id})
+    return json_response({"status": result.status, "event_id": event.id})
