@@ -7,8 +7,8 @@ the request (body limit) still share it.
 from __future__ import annotations
 
 import contextvars
-import re
 import random
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 

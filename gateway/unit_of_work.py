@@ -20,8 +20,9 @@ BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
 # Taken (transaction-scoped) before bridge rows are written: bridge ids then follow commit order, so readers
 # and the relay page with `id > cursor` without ever skipping a row committed late (gateway/bridge/events.py).
+# The lock is part of FLUSH: the `bridge_lock` CTE is joined into the bridge INSERT, so it is held before the
+# first bridge id is drawn, and it is only taken when there is something to publish.
 BRIDGE_LOCK_KEY = 0x6272_6964_6765
-LOCK_BRIDGE = "SELECT pg_advisory_xact_lock($1)"
 
 FLUSH = """
 WITH audit AS (
@@ -29,10 +30,13 @@ WITH audit AS (
     SELECT $1, a.action, a.subject_type, a.subject_id, a.order_id, $2, $3, a.details
     FROM unnest($4::text[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[])
          AS a(action, subject_type, subject_id, order_id, details)
+), bridge_lock AS (
+    SELECT pg_advisory_xact_lock($19) WHERE cardinality($11::text[]) > 0
 ), bridge AS (
     INSERT INTO bridge_events (event_type, user_id, app_source, payload, metadata, source_event_id)
     SELECT b.event_type, b.user_id, $9, b.payload, $10, $2
     FROM unnest($11::text[], $12::text[], $13::jsonb[]) AS b(event_type, user_id, payload)
+    CROSS JOIN bridge_lock
     ON CONFLICT (source_event_id, event_type) DO NOTHING
     RETURNING id, event_type
 ), ledger AS (
@@ -100,8 +104,6 @@ class UnitOfWork:
         """Write the collected rows (and settle the ledger row); return how many bridge events were new."""
         if not self.audits and not self.events and ledger is None:
             return 0
-        if self.events:
-            await self.con.execute(LOCK_BRIDGE, BRIDGE_LOCK_KEY)
         row = await self.con.fetchrow(
             FLUSH,
             self.actor,
@@ -122,6 +124,7 @@ class UnitOfWork:
             ledger.status if ledger else None,
             ledger.reason if ledger else None,
             ledger.order_id if ledger else None,
+            BRIDGE_LOCK_KEY,
         )
         self.audits.clear()
         self.events.clear()

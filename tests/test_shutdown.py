@@ -103,7 +103,7 @@ async def gateway(database_url: str, tmp_path: Path) -> AsyncIterator[dict[str, 
 
 async def test_sigterm_drains_then_exits_cleanly(gateway: dict[str, Any], database_url: str) -> None:
     process, base = gateway["process"], gateway["base"]
-    assert await get(base + "/ready") == (200, '{"status": "ready"}')
+    assert await get(base + "/ready") == (200, '{"status":"ready"}')
     metrics = await get(gateway["metrics"])
     assert metrics and "gateway_ready 1.0" in metrics[1]
 
@@ -139,7 +139,7 @@ async def test_sigterm_drains_then_exits_cleanly(gateway: dict[str, Any], databa
 
         _, text = await poll(ready_is_503, within=DRAIN_SECONDS * 3)
         assert '"draining"' in text and '"not_ready"' in text
-        assert await get(base + "/health") == (200, '{"status": "ok"}')  # still alive while draining
+        assert await get(base + "/health") == (200, '{"status":"ok"}')  # still alive while draining
         metrics = await get(gateway["metrics"])
         assert metrics and "gateway_ready 0.0" in metrics[1]
 
