@@ -72,19 +72,20 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     app[keys.SCRAPE_HOOKS] = []
     metrics.BUILD_INFO.info({"version": VERSION, "app_env": settings.app_env})
 
+    # Started in this order, stopped in reverse.
     app.cleanup_ctx.extend(
         [
             database_ctx,
             stripe_client_ctx,
             rate_limiter_ctx,
             token_verifier_ctx,
+            bridge_ctx,  # schema registry and PLANS_FILE checked at boot
+            relay_ctx,  # EVENT_BRIDGE_DATABASE_URL set: outbox -> external bridge database
+            order_emails_ctx,  # SMTP_URL set: ORDER_PAID -> confirmation e-mail
             lifecycle_ctx,
             metrics_listener_ctx,
         ]
     )
-    app.cleanup_ctx.append(bridge_ctx)  # schema registry + PLANS_FILE checked at boot
-    app.cleanup_ctx.append(relay_ctx)  # EVENT_BRIDGE_DATABASE_URL set: relay outbox -> external bridge
-    app.cleanup_ctx.append(order_emails_ctx)  # SMTP_URL set: ORDER_PAID -> confirmation e-mail
 
     app.router.add_get("/health", probes.health, name="health")
     app.router.add_get("/ready", probes.ready, name="ready")

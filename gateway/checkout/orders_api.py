@@ -26,7 +26,8 @@ from gateway.routing import route_options
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
-SELECT_OWN_ORDER = """
+# What an owner sees of an order, with its items (both queries below read the same columns).
+ORDER_WITH_ITEMS = """
 SELECT
     o.id::text AS id, o.status, o.amount_total, o.amount_refunded, o.currency, o.checkout_url,
     o.checkout_expires_at, o.paid_at, o.created_at, o.updated_at,
@@ -38,22 +39,12 @@ SELECT
         WHERE i.order_id = o.id
     ), '[]'::jsonb) AS items
 FROM orders o
-WHERE o.id = $1::uuid AND o.user_id = $2
 """
 
-LIST_OWN_ORDERS = """
-SELECT
-    o.id::text AS id, o.status, o.amount_total, o.amount_refunded, o.currency, o.checkout_url,
-    o.checkout_expires_at, o.paid_at, o.created_at, o.updated_at,
-    coalesce((
-        SELECT jsonb_agg(jsonb_build_object(
-                   'product_id', i.product_id, 'name', p.name, 'quantity', i.quantity,
-                   'unit_amount', i.unit_amount, 'currency', i.currency) ORDER BY i.product_id)
-        FROM order_items i JOIN products p ON p.id = i.product_id
-        WHERE i.order_id = o.id
-    ), '[]'::jsonb) AS items
-FROM orders o
-WHERE o.user_id = $1
+SELECT_OWN_ORDER = ORDER_WITH_ITEMS + """WHERE o.id = $1::uuid AND o.user_id = $2
+"""
+
+LIST_OWN_ORDERS = ORDER_WITH_ITEMS + """WHERE o.user_id = $1
   AND ($2::timestamptz IS NULL OR (o.created_at, o.id) < ($2::timestamptz, $3::uuid))
 ORDER BY o.created_at DESC, o.id DESC
 LIMIT $4
