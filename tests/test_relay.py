@@ -8,6 +8,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -108,7 +109,7 @@ async def test_relay_after_a_gateway_restart_sends_each_event_once(db_pool: asyn
 
 async def _target_down(url: str, down: bool) -> int:
     """Stop (or restart) the target: refuse new connections and terminate every backend of its database."""
-    name = url.rsplit("/", 1)[1]
+    name = urlsplit(url).path.lstrip("/")
     admin = await asyncpg.connect(_server_url())
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"false" if down else "true"}')

