@@ -30,6 +30,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
 bench-health: $(BIN)/.installed
+	bash scripts/install-system-deps.sh --bench
 	$(BIN)/python bench/health.py
 
 bench-webhook: $(BIN)/.installed

@@ -198,6 +198,50 @@ async def blast(port: int, bodies: list[bytes], concurrency: int) -> tuple[float
     return len(bodies) / elapsed, latencies, statuses
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL process on this machine (backends and background workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by the server under test, by PostgreSQL and by this load generator during one run."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        return (
+            cpu_seconds(self.server_pid),
+            sum(cpu_seconds(pid) for pid in postgres_pids()),
+            time.process_time(),
+        )
+
+    def stop(self) -> tuple[float, float, float]:
+        end = self._sample()
+        return (end[0] - self.start[0], end[1] - self.start[1], end[2] - self.start[2])
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -215,11 +259,13 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
         runs = rounds * len(concurrencies) * 2
         order_ids = [str(uuid.uuid4()) for _ in range(runs * per_run)]
         await con.execute(SEED, order_ids, "BENCH-" + secrets.token_hex(4))
+        await con.execute("ANALYZE")  # planner statistics, as a production database has them
         await con.close()
         events = iter(order_ids)
 
         gw_port, ref_port = free_port(), free_port()
-        log = open(ROOT / "bench" / "webhook-gateway.log", "wb")  # noqa: ASYNC230
+        (ROOT / "bench" / "results").mkdir(exist_ok=True)
+        log = open(ROOT / "bench" / "results" / "webhook-gateway.log", "wb")  # noqa: ASYNC230
         env = {
             **os.environ,
             "APP_ENV": "test",
@@ -257,6 +303,7 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
         wait_healthy(ref_port, procs[1])
 
         results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+        cpu: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         warm = [orjson.dumps(pi_event(str(uuid.uuid4()))) for _ in range(200)]  # unknown orders: ignored
         for port in (gw_port, ref_port):
             if port == ref_port:  # the reference needs real orders; reuse a few distinct ids it updates
@@ -264,16 +311,17 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
             await blast(port, warm, 16)
         for round_ in range(rounds):
             for concurrency in concurrencies:
-                for label, port in (("gateway", gw_port), ("reference", ref_port)):
+                for label, port, proc in (("gateway", gw_port, procs[0]), ("reference", ref_port, procs[1])):
                     bodies = [orjson.dumps(pi_event(next(events))) for _ in range(per_run)]
-                    rate, lat, statuses = await blast(port, bodies, concurrency)
-                    expected = "processed"
-                    assert statuses.get(expected) == per_run, (label, statuses)
-                    results.setdefault((label, "distinct", concurrency), []).append((rate, p99(lat)))
-                    # duplicate-only: the same events again (every one already processed)
-                    rate, lat, statuses = await blast(port, bodies, concurrency)
-                    assert statuses.get("duplicate") == per_run, (label, statuses)
-                    results.setdefault((label, "duplicate", concurrency), []).append((rate, p99(lat)))
+                    # distinct events, then the same events again: a duplicate-only stream
+                    for stream in ("distinct", "duplicate"):
+                        meter = CpuMeter(proc.pid)
+                        rate, lat, statuses = await blast(port, bodies, concurrency)
+                        used = meter.stop()
+                        expected = "processed" if stream == "distinct" else "duplicate"
+                        assert statuses.get(expected) == per_run, (label, statuses)
+                        results.setdefault((label, stream, concurrency), []).append((rate, p99(lat)))
+                        cpu.setdefault((label, stream), []).append(tuple(u / per_run * 1e6 for u in used))
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr)
 
         print(f"\n{per_run} events per run, {rounds} interleaved rounds, medians")
@@ -291,6 +339,11 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                     f"{stream:<10} {concurrency:>4} {gw_rate:>13.0f} {ref_rate:>10.0f} {gw_rate / ref_rate:>6.2f} "
                     f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}"
                 )
+        print("\nCPU microseconds per event (medians over every run): server process, PostgreSQL, load generator")
+        print(f"{'server':<10} {'stream':<10} {'server':>7} {'postgres':>9} {'loadgen':>8}")
+        for (label, stream), samples in cpu.items():
+            medians = [statistics.median(s[i] for s in samples) for i in range(3)]
+            print(f"{label:<10} {stream:<10} {medians[0]:>7.0f} {medians[1]:>9.0f} {medians[2]:>8.0f}")
     finally:
         for proc in procs:
             proc.kill()

@@ -2,6 +2,8 @@
 # Install the Debian packages the test suite uses when they are missing:
 #   prometheus -> promtool  (tests/test_monitoring.py: `promtool check rules` / `promtool test rules`)
 #   chromium   -> chromium  (headless browser tests)
+# and with --bench also:
+#   wrk        -> wrk       (bench/health.py; its fallback Python client saturates before the server does)
 #
 # Idempotent and quiet: when both commands are already on PATH it does nothing (no apt-get call at all).
 # As root it runs apt-get directly (DEBIAN_FRONTEND=noninteractive, no TTY needed). Otherwise it uses
@@ -9,12 +11,18 @@
 # and the tests that need these tools skip with an explicit reason.
 #
 # Usage: scripts/install-system-deps.sh            (install what is missing)
+#        scripts/install-system-deps.sh --bench    (the same, plus what the benchmarks use)
 #        scripts/install-system-deps.sh --check    (only report what is missing; exit 0)
 set -eu
 
+tools="promtool chromium"
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$missing chromium"
+if [ "${1:-}" = "--bench" ]; then
+    tools="$tools wrk"
+    command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+fi
 missing="${missing# }"
 
 if [ -z "$missing" ]; then
@@ -67,7 +75,7 @@ fi
 # The prometheus package would start a Prometheus server under an init system; the tests only want promtool.
 # (In containers there is no init system and nothing is started, so there is nothing to stop.)
 
-for tool in promtool chromium; do
+for tool in $tools; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "install-system-deps: $tool is still missing after installation" >&2
     fi
