@@ -2,13 +2,14 @@
 transaction as the change.
 
 Business code records what happened (`unit.audit(...)`, `unit.publish(...)`); `flush()` writes everything in one
-statement, together with the final state of the webhook ledger row when there is one, and announces new bridge
-events with NOTIFY (delivered by PostgreSQL only when the transaction commits).
+statement, together with the webhook ledger row in its final state, and announces new bridge events with NOTIFY
+(delivered by PostgreSQL only when the transaction commits).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -18,37 +19,51 @@ from gateway.bridge.registry import validate_event
 
 BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
-# Taken (transaction-scoped) before bridge rows are written: bridge ids then follow commit order, so readers
-# and the relay page with `id > cursor` without ever skipping a row committed late (gateway/bridge/events.py).
+# Writers take it shared (transaction-scoped) before bridge rows are written, so they never wait for each other;
+# readers take it exclusive before they page with `id > cursor` (gateway/bridge/events.py), which waits until
+# every transaction that has drawn a bridge id has ended: no row can then commit late with a smaller id.
 # The lock is part of FLUSH: the `bridge_lock` CTE is joined into the bridge INSERT, so it is held before the
 # first bridge id is drawn, and it is only taken when there is something to publish.
 BRIDGE_LOCK_KEY = 0x6272_6964_6765
 
+# The ledger row is written once, in its final state: inserted, or taken over when an earlier attempt failed
+# (or the kill switch left it `received`). No row back from `ledger` means another delivery of the same event
+# settled it first; the caller then rolls the whole transaction back (gateway/webhooks/ledger.py).
 FLUSH = """
-WITH audit AS (
+WITH ledger AS (
+    INSERT INTO webhook_events (
+        stripe_event_id, type, api_version, livemode, stripe_created, status, outcome_reason, attempts, request_id,
+        order_id, checkout_session_id, payment_intent_id, charge_id, subscription_id, customer_id, payload,
+        processed_at)
+    VALUES ($2, $14, $15, $16, $17, $18, $19, 1, $3, $20::uuid, $21, $22, $23, $24, $25, $26,
+            CASE WHEN $18 = 'received' THEN NULL ELSE now() END)
+    ON CONFLICT (stripe_event_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        outcome_reason = EXCLUDED.outcome_reason,
+        attempts = webhook_events.attempts + 1,
+        request_id = EXCLUDED.request_id,
+        order_id = coalesce(EXCLUDED.order_id, webhook_events.order_id),
+        processed_at = EXCLUDED.processed_at,
+        last_error = NULL
+    WHERE webhook_events.status IN ('failed', 'received')
+    RETURNING id
+), audit AS (
     INSERT INTO audit_log (actor, action, subject_type, subject_id, order_id, stripe_event_id, request_id, details)
     SELECT $1, a.action, a.subject_type, a.subject_id, a.order_id, $2, $3, a.details
     FROM unnest($4::text[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[])
          AS a(action, subject_type, subject_id, order_id, details)
 ), bridge_lock AS (
-    SELECT pg_advisory_xact_lock($19) WHERE cardinality($11::text[]) > 0
+    SELECT pg_advisory_xact_lock_shared($13) WHERE cardinality($10::text[]) > 0
 ), bridge AS (
     INSERT INTO bridge_events (event_type, user_id, app_source, payload, metadata, source_event_id)
-    SELECT b.event_type, b.user_id, $9, b.payload, $10, $2
-    FROM unnest($11::text[], $12::text[], $13::jsonb[]) AS b(event_type, user_id, payload)
+    SELECT b.event_type, b.user_id, $9, b.payload, $27, $2
+    FROM unnest($10::text[], $11::text[], $12::jsonb[]) AS b(event_type, user_id, payload)
     CROSS JOIN bridge_lock
     ON CONFLICT (source_event_id, event_type) DO NOTHING
     RETURNING id, event_type
-), ledger AS (
-    UPDATE webhook_events SET
-        status = $16,
-        outcome_reason = $17,
-        order_id = coalesce($18::uuid, order_id),
-        processed_at = CASE WHEN $16 = 'received' THEN NULL ELSE now() END,
-        last_error = NULL
-    WHERE id = $15
 )
-SELECT count(pg_notify($14, bridge.id::text || ':' || bridge.event_type)) AS published,
+SELECT (SELECT count(*) FROM ledger) AS settled,
+       count(pg_notify($28, bridge.id::text || ':' || bridge.event_type)) AS published,
        coalesce(array_agg(bridge.event_type), '{}') AS types
 FROM bridge
 """
@@ -71,20 +86,29 @@ class BridgeEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerOutcome:
-    """The final state of the webhook ledger row this unit of work settles."""
+class LedgerEntry:
+    """The webhook ledger row a unit of work settles, in its final state (`webhook_events`)."""
 
-    ledger_id: int
-    status: str
+    event_type: str
+    api_version: str | None
+    livemode: bool
+    stripe_created: datetime
+    status: str  # processed | ignored | stale | received
     reason: str | None
     order_id: str | None
+    checkout_session_id: str | None
+    payment_intent_id: str | None
+    charge_id: str | None
+    subscription_id: str | None
+    customer_id: str | None
+    payload: dict[str, Any]
 
 
 @dataclass
 class UnitOfWork:
     con: asyncpg.Connection
     actor: str
-    source_event_id: str  # the Stripe event id, or a synthetic id for changes not caused by an event
+    source_event_id: str  # the Stripe event id
     request_id: str | None
     app_source: str = "website"
     audits: list[AuditEntry] = field(default_factory=list)
@@ -100,10 +124,11 @@ class UnitOfWork:
         validate_event(event.event_type, event.user_id, event.payload, BRIDGE_METADATA)  # invalid: tx fails
         self.events.append(event)
 
-    async def flush(self, ledger: LedgerOutcome | None = None) -> int:
-        """Write the collected rows (and settle the ledger row); return how many bridge events were new."""
-        if not self.audits and not self.events and ledger is None:
-            return 0
+    async def flush(self, ledger: LedgerEntry) -> bool:
+        """Write the ledger row, the audit rows and the bridge events in one statement.
+
+        False when another delivery of the same event settled its ledger row first (nothing may then commit).
+        """
         row = await self.con.fetchrow(
             FLUSH,
             self.actor,
@@ -115,20 +140,30 @@ class UnitOfWork:
             [a.order_id for a in self.audits],
             [a.details for a in self.audits],
             self.app_source,
-            BRIDGE_METADATA,
             [e.event_type for e in self.events],
             [e.user_id for e in self.events],
             [e.payload for e in self.events],
-            BRIDGE_CHANNEL,
-            ledger.ledger_id if ledger else None,
-            ledger.status if ledger else None,
-            ledger.reason if ledger else None,
-            ledger.order_id if ledger else None,
             BRIDGE_LOCK_KEY,
+            ledger.event_type,
+            ledger.api_version,
+            ledger.livemode,
+            ledger.stripe_created,
+            ledger.status,
+            ledger.reason,
+            ledger.order_id,
+            ledger.checkout_session_id,
+            ledger.payment_intent_id,
+            ledger.charge_id,
+            ledger.subscription_id,
+            ledger.customer_id,
+            ledger.payload,
+            BRIDGE_METADATA,
+            BRIDGE_CHANNEL,
         )
         self.audits.clear()
         self.events.clear()
+        if not row["settled"]:
+            return False
         for event_type in row["types"]:
             metrics.BRIDGE_EVENTS_PUBLISHED.labels(event_type).inc()
-        published: int = row["published"]
-        return published
+        return True

@@ -8,9 +8,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from gateway.bridge import events
 from gateway.bridge.notify import BridgeWakeup
 from gateway.unit_of_work import UnitOfWork
-from tests.stripe_events import make_event, new_id, subscription
+from tests.stripe_events import make_event, new_id, settled_entry, subscription
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
 from tests.subscription_helpers import test_plans as test_plans  # fixture
 from tests.test_auth_jwt import claims, hs256
@@ -39,7 +40,7 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
                             "amount": None,
                         },
                     )
-                    assert await unit.flush() == 1
+                    assert await unit.flush(settled_entry("evt_rollback")) is True
                     raise RuntimeError("boom")
             # committed, but nothing may be heard before the commit
             tx = con.transaction()
@@ -57,7 +58,7 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
                     "amount": None,
                 },
             )
-            await unit.flush()
+            await unit.flush(settled_entry("evt_commit"))
             assert await wakeup.wait(0.3) is False
             assert wakeup.notifications == []
             await tx.commit()
@@ -78,9 +79,9 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
         await wakeup.close()
 
 
-async def test_bridge_ids_follow_commit_order(db_pool: asyncpg.Pool) -> None:
-    """A transaction that wrote bridge rows holds the bridge lock to its commit: a later writer waits, so
-    its id is greater and committed later, and `id > cursor` readers never skip a row."""
+async def test_readers_never_skip_a_row_that_commits_late(db_pool: asyncpg.Pool) -> None:
+    """Writers do not wait for each other; a reader waits for every writer that has drawn a bridge id, so a row
+    committed late with a smaller id is never skipped by `id > cursor` paging."""
     payload = {
         "subscription_id": "s",
         "plan_id": "p",
@@ -89,26 +90,25 @@ async def test_bridge_ids_follow_commit_order(db_pool: asyncpg.Pool) -> None:
         "currency": None,
         "amount": None,
     }
-    async with db_pool.acquire() as first, db_pool.acquire() as second:
+    async with db_pool.acquire() as first, db_pool.acquire() as second, db_pool.acquire() as reader:
         tx = first.transaction()
         await tx.start()
         unit = UnitOfWork(first, actor="t", source_event_id="evt_first", request_id=None)
         unit.publish("SUBSCRIPTION_UPDATED", None, payload)
-        await unit.flush()
+        await unit.flush(settled_entry("evt_first"))
 
-        async def later() -> None:
-            async with second.transaction():
-                other = UnitOfWork(second, actor="t", source_event_id="evt_second", request_id=None)
-                other.publish("SUBSCRIPTION_UPDATED", None, payload)
-                await other.flush()
+        async with second.transaction():  # not held back by the first writer
+            other = UnitOfWork(second, actor="t", source_event_id="evt_second", request_id=None)
+            other.publish("SUBSCRIPTION_UPDATED", None, payload)
+            await asyncio.wait_for(other.flush(settled_entry("evt_second")), 5)
 
-        task = asyncio.create_task(later())
+        read = asyncio.create_task(events.page(reader, 0, 10))
         await asyncio.sleep(0.2)
-        assert not task.done()  # waiting for the first transaction's commit
+        assert not read.done()  # waiting for the first writer, whose id is smaller than the committed second's
         await tx.commit()
-        await asyncio.wait_for(task, 5)
-        rows = await first.fetch("SELECT id, source_event_id FROM bridge_events ORDER BY id")
-    assert [r["source_event_id"] for r in rows] == ["evt_first", "evt_second"]
+        rows = await asyncio.wait_for(read, 5)
+    assert [r.source_event_id for r in rows] == ["evt_first", "evt_second"]
+    assert rows[0].id < rows[1].id
 
 
 # ------------------------------------------------------------------ reader endpoint

@@ -21,6 +21,7 @@ from tests.stripe_events import (
     make_event,
     new_id,
     payment_intent,
+    settled_entry,
     subscription,
 )
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
@@ -197,7 +198,7 @@ async def test_an_invalid_event_fails_the_transaction(db_pool: asyncpg.Pool) -> 
                 unit = UnitOfWork(con, actor="test", source_event_id="evt_invalid", request_id=None)
                 unit.audit("test.change", "thing", "1")
                 unit.publish("ORDER_PAID", "u", {"order_id": "x", "not_declared_field": 1})
-                await unit.flush()
+                await unit.flush(settled_entry("evt_invalid"))
         with pytest.raises(reg.BridgeSchemaError, match="not in the schema registry"):
             UnitOfWork(con, actor="test", source_event_id="evt_x", request_id=None).publish("NOPE_EVENT", None, {})
         assert await con.fetchval("SELECT count(*) FROM audit_log") == 0

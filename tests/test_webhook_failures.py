@@ -14,6 +14,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.webhooks.handlers import HANDLERS
+from gateway.webhooks.ledger import ledger_entry
 from tests.conftest import make_settings
 from tests.stripe_events import make_event, payment_intent
 from tests.webhook_support import (
@@ -45,7 +46,7 @@ async def test_handler_exception_rolls_back_and_the_retry_processes(
 
     async def explode_after_the_work(unit: Any, ev: Any) -> Any:
         await real(unit, ev)  # order paid, stock committed, payment row, audit and bridge queued
-        await unit.flush()
+        await unit.flush(ledger_entry(ev, "processed"))
         raise RuntimeError("boom after the business changes")
 
     monkeypatch.setitem(HANDLERS, "payment_intent.succeeded", explode_after_the_work)

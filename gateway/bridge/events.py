@@ -1,8 +1,9 @@
 """Reading the bridge (outbox) table: pages for other apps, and the newest id.
 
-Bridge ids follow commit order: `UnitOfWork.flush` takes a transaction-scoped advisory lock before inserting
-bridge rows, so a row with a smaller id is always committed before a row with a greater one becomes visible.
-Reading `id > cursor` in id order therefore never skips an event that commits late.
+Paging with `id > cursor` must never skip a row that commits late with a smaller id. Writers hold an advisory
+lock in shared mode from the moment they draw a bridge id until they commit (`UnitOfWork.flush`); a reader takes
+it in exclusive mode first (`wait_for_writers`), in its own transaction, which waits for those writers to end and
+holds new ones back for the few milliseconds of the read. Every id drawn before the read is then final.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from gateway.unit_of_work import BRIDGE_LOCK_KEY
+
 PAGE = """
 SELECT id, event_type, user_id, app_source, payload, metadata, source_event_id, created_at
 FROM bridge_events
@@ -21,6 +24,7 @@ ORDER BY id
 LIMIT $2
 """
 MAX_ID = "SELECT coalesce(max(id), 0) FROM bridge_events"
+WAIT_FOR_WRITERS = "SELECT pg_advisory_xact_lock($1)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,14 @@ class BridgeRow:
         }
 
 
+async def wait_for_writers(con: asyncpg.Connection) -> None:
+    """Inside a transaction, before reading bridge rows by id: every bridge id drawn so far is then committed or
+    rolled back (the read must be a later statement: its snapshot is taken after the lock)."""
+    await con.execute(WAIT_FOR_WRITERS, BRIDGE_LOCK_KEY)
+
+
 async def page(con: asyncpg.Connection, after: int, limit: int, types: list[str] | None = None) -> list[BridgeRow]:
-    rows = await con.fetch(PAGE, after, limit, types)
+    async with con.transaction():
+        await wait_for_writers(con)
+        rows = await con.fetch(PAGE, after, limit, types)
     return [BridgeRow(**dict(row)) for row in rows]

@@ -3,6 +3,9 @@
 PostgreSQL delivers a NOTIFY only when the publishing transaction commits (never for a rolled-back one), so a
 wake-up always finds the new rows. Notifications are only a hint: workers also poll every interval, and a lost
 listener connection is reopened on the next wait.
+
+A wake-up waits `COALESCE_SECONDS` more before it returns, so a burst of events makes one round of the
+workers, not one round per event (each round briefly holds back bridge writers: gateway/bridge/events.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import asyncpg
 from gateway.unit_of_work import BRIDGE_CHANNEL
 
 log = logging.getLogger("gateway.bridge")
+
+COALESCE_SECONDS = 0.05
 
 
 class BridgeWakeup:
@@ -48,9 +53,10 @@ class BridgeWakeup:
         try:
             await asyncio.wait_for(self._event.wait(), seconds)
         except TimeoutError:
-            return False
-        finally:
             self._event.clear()
+            return False
+        await asyncio.sleep(COALESCE_SECONDS)
+        self._event.clear()
         return True
 
     async def close(self) -> None:

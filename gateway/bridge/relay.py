@@ -25,6 +25,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway import keys, metrics
+from gateway.bridge import events
 from gateway.bridge.notify import BridgeWakeup
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.pool import connect
@@ -61,10 +62,6 @@ ON CONFLICT (source_event_id, event_type) DO NOTHING
 # Source side (the gateway database).
 ENSURE_CURSOR = "INSERT INTO bridge_relay_state (target) VALUES ($1) ON CONFLICT (target) DO NOTHING"
 LOCK_CURSOR = "SELECT last_id FROM bridge_relay_state WHERE target = $1 FOR UPDATE SKIP LOCKED"
-NEXT_ROWS = """
-SELECT id, event_type, user_id, app_source, payload, metadata, source_event_id, created_at
-FROM bridge_events WHERE id > $1 ORDER BY id LIMIT $2
-"""
 ADVANCE_CURSOR = """
 UPDATE bridge_relay_state SET last_id = $2, relayed = relayed + $3, updated_at = now() WHERE target = $1
 """
@@ -120,7 +117,10 @@ class Relay:
                 last_id = await con.fetchval(LOCK_CURSOR, self.target_name)
                 if last_id is None:
                     return RoundResult(0, skipped=True)
-                rows = await con.fetch(NEXT_ROWS, last_id, self.batch_size)
+                # Read on another connection, in its own short transaction: the reader's lock
+                # (events.wait_for_writers) must not be held while the target database is written.
+                async with self.pool.acquire() as reader:
+                    rows = await events.page(reader, last_id, self.batch_size)
                 if rows:
                     try:
                         target = await self._target_connection()
@@ -132,14 +132,14 @@ class Relay:
                                     for column in zip(
                                         *(
                                             (
-                                                r["id"],
-                                                r["event_type"],
-                                                r["user_id"],
-                                                r["app_source"],
-                                                r["payload"],
-                                                r["metadata"],
-                                                r["source_event_id"],
-                                                r["created_at"],
+                                                r.id,
+                                                r.event_type,
+                                                r.user_id,
+                                                r.app_source,
+                                                r.payload,
+                                                r.metadata,
+                                                r.source_event_id,
+                                                r.created_at,
                                             )
                                             for r in rows
                                         ),
@@ -151,7 +151,7 @@ class Relay:
                         metrics.BRIDGE_RELAY_ERRORS.labels("target").inc()
                         await self._drop_target()
                         raise RelayTargetError(type(exc).__name__) from exc
-                    await con.execute(ADVANCE_CURSOR, self.target_name, rows[-1]["id"], len(rows))
+                    await con.execute(ADVANCE_CURSOR, self.target_name, rows[-1].id, len(rows))
             await self.refresh_lag(con)
         metrics.BRIDGE_RELAYED.inc(len(rows))
         return RoundResult(len(rows))

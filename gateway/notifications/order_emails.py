@@ -36,6 +36,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway import keys, metrics
+from gateway.bridge import events
 from gateway.bridge.notify import BridgeWakeup
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.settings import ConfigError, Settings
@@ -239,7 +240,8 @@ class OrderEmailNotifier:
         self.batch_size = batch_size
 
     async def enqueue(self) -> int:
-        async with self.pool.acquire() as con:
+        async with self.pool.acquire() as con, con.transaction():
+            await events.wait_for_writers(con)  # ENQUEUE follows bridge ids: none may commit late below them
             status: str = await con.execute(ENQUEUE, KIND, EMAIL_MAX_AGE, self.batch_size)
         return int(status.split()[-1])
 

@@ -9,16 +9,22 @@ from datetime import datetime
 
 import asyncpg
 
+# One indexed look-up per key, the order id first: the same (generic) plan serves every call, where an OR of
+# the four keys was planned again on each execution.
 LOCK_ORDER = """
 SELECT id::text, user_id, status, amount_total, amount_refunded, currency, stripe_checkout_session_id,
        stripe_payment_intent_id, stripe_charge_id, stripe_customer_id, paid_at
 FROM orders
-WHERE id = $1::uuid
-   OR stripe_checkout_session_id = $2
-   OR stripe_payment_intent_id = $3
-   OR stripe_charge_id = $4
-ORDER BY (id = $1::uuid) DESC NULLS LAST
-LIMIT 1
+WHERE id = (
+    SELECT match.id FROM (
+        SELECT id, 1 AS rank FROM orders WHERE id = $1::uuid
+        UNION ALL SELECT id, 2 FROM orders WHERE stripe_checkout_session_id = $2
+        UNION ALL SELECT id, 3 FROM orders WHERE stripe_payment_intent_id = $3
+        UNION ALL SELECT id, 4 FROM orders WHERE stripe_charge_id = $4
+    ) AS match
+    ORDER BY match.rank
+    LIMIT 1
+)
 FOR UPDATE
 """
 

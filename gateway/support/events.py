@@ -1,9 +1,9 @@
 """Support queries and re-processing of the webhook ledger (runbook: finding an event, re-processing events).
 
 Re-processing goes through the ledger module (`gateway.webhooks.ledger.ingest`): the stored payload is rebuilt
-into a `StripeEvent`, the ledger row is claimed (only a `failed` or `received` row can be claimed) and the
-handler runs through `process_claimed` in one transaction; a handler failure is recorded on the row exactly as
-for a delivery. An event already `processed`, `ignored` or `stale` is never applied again.
+into a `StripeEvent` and the handler runs in one transaction that settles the ledger row (only a `failed` or
+`received` row can be taken over); a handler failure is recorded on the row exactly as for a delivery. An event
+already `processed`, `ignored` or `stale` is never applied again.
 """
 
 from __future__ import annotations

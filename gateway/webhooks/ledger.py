@@ -1,13 +1,16 @@
 """The webhook ledger and the one transaction per delivery.
 
-    claim the ledger row (new, or a failed/received one to retry)   -- else: duplicate, nothing changes
+    read the ledger row's status                                     -- already applied: duplicate, no transaction
+    BEGIN
     run the handler: lock the order, apply the transition, stock, payments
-    flush audit rows and bridge events and mark the ledger row processed / ignored / stale (one statement)
+    write the ledger row in its final state, the audit rows and the bridge events (one statement)
     COMMIT                                                           -- only then does the view answer 200
 
-Concurrent deliveries of one event: the second INSERT waits on the first one's row lock, then finds it
-processed and answers duplicate. A handler exception rolls everything back; the failure is then recorded in
-its own short transaction so the next delivery (or `gateway events replay`) processes the event again.
+The ledger row is written once, at the end, so it never has to be rewritten with its payload. Concurrent
+deliveries of one event: the second one waits on the first one's row locks (the order, then the ledger row's
+unique key), finds the row settled when it writes its own, and rolls back everything it did: duplicate. A
+handler exception rolls everything back; the failure is then recorded in its own short transaction so the next
+delivery (or `gateway events replay`) processes the event again.
 """
 
 from __future__ import annotations
@@ -21,27 +24,18 @@ import asyncpg
 
 from gateway import stripe_payload as sp
 from gateway.db.errors import UNAVAILABLE_ERRORS
-from gateway.unit_of_work import LedgerOutcome, UnitOfWork
+from gateway.unit_of_work import LedgerEntry, UnitOfWork
 from gateway.webhooks.envelope import StripeEvent
-from gateway.webhooks.handlers import HANDLERS, Outcome
+from gateway.webhooks.handlers import HANDLERS
 
 log = logging.getLogger("gateway.webhooks")
 
 LedgerStatus = Literal["processed", "ignored", "stale", "received", "duplicate"]
 
-# Insert the row, or take back a row whose earlier attempt failed (or that the kill switch left received).
-# No row back means the event was already processed/ignored/stale: a duplicate.
-CLAIM_EVENT = """
-INSERT INTO webhook_events (
-    stripe_event_id, type, api_version, livemode, stripe_created, status, attempts, request_id,
-    order_id, checkout_session_id, payment_intent_id, charge_id, subscription_id, customer_id, payload)
-VALUES ($1, $2, $3, $4, $5, 'received', 1, $6, $7::uuid, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (stripe_event_id) DO UPDATE SET
-    attempts = webhook_events.attempts + 1,
-    request_id = EXCLUDED.request_id
-WHERE webhook_events.status IN ('failed', 'received')
-RETURNING id
-"""
+# Statuses of an event that was applied: a new delivery of it is a duplicate. `failed` and `received` (the kill
+# switch) are processed again.
+SETTLED_STATUSES = frozenset({"processed", "ignored", "stale"})
+LEDGER_STATUS = "SELECT status FROM webhook_events WHERE stripe_event_id = $1"
 
 RECORD_FAILURE = """
 INSERT INTO webhook_events (
@@ -69,51 +63,64 @@ class HandlerFailed(Exception):
     """A handler raised: the business changes were rolled back and the failure recorded for a retry."""
 
 
-def _row_values(event: StripeEvent, request_id: str | None) -> list[object]:
+class SettledMeanwhile(Exception):
+    """Another delivery of the same event settled it while this one ran: roll back, answer duplicate."""
+
+
+def ledger_entry(
+    event: StripeEvent, status: str, reason: str | None = None, order_id: str | None = None
+) -> LedgerEntry:
+    """The ledger row of `event` in its final state."""
     ids = sp.related_ids(event.type, event.object)
-    return [
-        event.id,
-        event.type,
-        event.api_version,
-        event.livemode,
-        datetime.fromtimestamp(event.created, UTC),
-        request_id,
-        ids.order_id,
-        ids.checkout_session_id,
-        ids.payment_intent_id,
-        ids.charge_id,
-        ids.subscription_id,
-        ids.customer_id,
-        event.raw,
-    ]
+    return LedgerEntry(
+        event_type=event.type,
+        api_version=event.api_version,
+        livemode=event.livemode,
+        stripe_created=datetime.fromtimestamp(event.created, UTC),
+        status=status,
+        reason=reason,
+        order_id=order_id or ids.order_id,
+        checkout_session_id=ids.checkout_session_id,
+        payment_intent_id=ids.payment_intent_id,
+        charge_id=ids.charge_id,
+        subscription_id=ids.subscription_id,
+        customer_id=ids.customer_id,
+        payload=event.raw,
+    )
 
 
-async def process_claimed(
-    con: asyncpg.Connection, ledger_id: int, event: StripeEvent, *, request_id: str | None, app_source: str
+async def process(
+    con: asyncpg.Connection, event: StripeEvent, *, request_id: str | None, app_source: str, handlers_enabled: bool
 ) -> IngestResult:
-    """Run the handler for a claimed ledger row inside the caller's transaction and finish the row."""
-    handler = HANDLERS.get(event.type)
+    """Run the handler inside the caller's transaction and settle the ledger row with it."""
     unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id, app_source=app_source)
-    outcome = Outcome("ignored", "event type not handled") if handler is None else await handler(unit, event)
-    await unit.flush(LedgerOutcome(ledger_id, outcome.status, outcome.reason, outcome.order_id))
-    return IngestResult(outcome.status, outcome.reason, outcome.order_id)
+    handler = HANDLERS.get(event.type)
+    if not handlers_enabled:
+        # Kill switch: verified and durable, applied later by `gateway events replay --pending`.
+        result = IngestResult("received", "handlers disabled")
+    elif handler is None:
+        result = IngestResult("ignored", "event type not handled")
+    else:
+        outcome = await handler(unit, event)
+        result = IngestResult(outcome.status, outcome.reason, outcome.order_id)
+    if not await unit.flush(ledger_entry(event, result.status, result.reason, result.order_id)):
+        raise SettledMeanwhile(event.id)
+    return result
 
 
 async def ingest(
     pool: asyncpg.Pool, event: StripeEvent, *, request_id: str | None, handlers_enabled: bool, app_source: str
 ) -> IngestResult:
     async with pool.acquire() as con:
+        if await con.fetchval(LEDGER_STATUS, event.id) in SETTLED_STATUSES:
+            return IngestResult("duplicate")
         try:
             async with con.transaction():
-                ledger_id = await con.fetchval(CLAIM_EVENT, *_row_values(event, request_id))
-                if ledger_id is None:
-                    return IngestResult("duplicate")
-                if not handlers_enabled:
-                    # Kill switch: verified and durable, applied later by `gateway events replay --pending`.
-                    unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id)
-                    await unit.flush(LedgerOutcome(ledger_id, "received", "handlers disabled", None))
-                    return IngestResult("received", "handlers disabled")
-                return await process_claimed(con, ledger_id, event, request_id=request_id, app_source=app_source)
+                return await process(
+                    con, event, request_id=request_id, app_source=app_source, handlers_enabled=handlers_enabled
+                )
+        except SettledMeanwhile:
+            return IngestResult("duplicate")
         except UNAVAILABLE_ERRORS:
             raise  # 503: Stripe retries; nothing was committed
         except Exception as exc:
@@ -130,5 +137,22 @@ async def _record_failure(
         exc_info=exc,
         extra={"stripeEventId": event.id, "code": "handler_failed", "eventType": event.type},
     )
+    row = ledger_entry(event, "failed", None, None)
     async with con.transaction():
-        await con.execute(RECORD_FAILURE, *_row_values(event, request_id), error)
+        await con.execute(
+            RECORD_FAILURE,
+            event.id,
+            row.event_type,
+            row.api_version,
+            row.livemode,
+            row.stripe_created,
+            request_id,
+            row.order_id,
+            row.checkout_session_id,
+            row.payment_intent_id,
+            row.charge_id,
+            row.subscription_id,
+            row.customer_id,
+            row.payload,
+            error,
+        )
