@@ -7,6 +7,8 @@ limits and authentication. `Vary: Origin` is added to every answer by the securi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import aiohttp_cors
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -30,11 +32,27 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
         )
         for origin in settings.cors_origins
     }
+    signals_before = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults=defaults)
+    # aiohttp-cors looks the route's configuration up for every answer before it checks for an Origin header. A
+    # request without one (webhooks, probes, server-to-server calls) is no CORS request: skip that work.
+    app.on_response_prepare[signals_before:] = [
+        _with_origin_only(receiver) for receiver in app.on_response_prepare[signals_before:]
+    ]
     for route in list(app.router.routes()):
         options = declared_options(route.handler)
         if route.method != hdrs.METH_OPTIONS and options is not None and options.cors:
             cors.add(route)
+
+
+def _with_origin_only(
+    receiver: Callable[[web.Request, web.StreamResponse], Awaitable[object]],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        if hdrs.ORIGIN in request.headers:
+            await receiver(request, response)
+
+    return on_response_prepare
 
 
 def is_preflight(request: web.Request) -> bool:
