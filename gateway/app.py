@@ -20,7 +20,7 @@ from gateway.db.migrate import latest_version
 from gateway.db.pool import create_pool
 from gateway.lifecycle import Lifecycle
 from gateway.metrics_listener import metrics_listener_ctx
-from gateway.middleware import build_middlewares, security_headers
+from gateway.middleware import build_middlewares
 from gateway.middleware.cors import setup_cors
 from gateway.notifications.order_emails import order_emails_ctx
 from gateway.openapi import routes as openapi_routes
@@ -97,5 +97,4 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     bridge_routes.register(app)
 
     setup_cors(app, settings)
-    security_headers.install(app)
     return app

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+UNKNOWN = "unknown"  # no peer address (a Unix socket)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def resolve(
 
     Headers are believed only when the direct peer itself is a trusted proxy, so a client cannot spoof them.
     """
-    peer = peer or "unknown"
+    peer = peer or UNKNOWN
     if not trusted or not _is_trusted(peer, trusted):
         return ClientAddress(peer, direct_tls)
     client = peer

@@ -5,19 +5,79 @@ Metrics are served by a separate listener (`METRICS_PORT`), never by the public 
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 BUILD_INFO = Info("gateway_build", "Version of the running gateway")
 
-HTTP_REQUESTS = Counter(
-    "http_requests_total", "HTTP answers by route template, method and status", ["route", "method", "status"]
-)
-HTTP_DURATION = Histogram(
-    "http_request_duration_seconds", "Time to answer, by route template", ["route"], buckets=LATENCY_BUCKETS
-)
-HTTP_IN_FLIGHT = Gauge("http_requests_in_flight", "Requests being handled now")
+
+# The metrics of every answer are updated on every request, so they are kept as plain integers and floats (the
+# event loop is their only writer: no lock, no metric object per call) and turned into samples when scraped.
+@dataclass(slots=True)
+class _Durations:
+    buckets: list[int]  # one count per upper bound, then one for +Inf (not cumulative)
+    total: float = 0.0
+
+
+@dataclass(eq=False)  # registered by identity
+class HttpMetrics(Collector):
+    bounds: tuple[float, ...]
+    in_flight: int = 0
+    answers: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    durations: dict[str, _Durations] = field(default_factory=dict)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.answers[key] = self.answers.get(key, 0) + 1
+        durations = self.durations.get(route)
+        if durations is None:
+            durations = self.durations[route] = _Durations([0] * (len(self.bounds) + 1))
+        durations.buckets[bisect_left(self.bounds, seconds)] += 1  # `le` bounds are inclusive
+        durations.total += seconds
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily, GaugeMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "http_requests",
+                "HTTP answers by route template, method and status",
+                labels=["route", "method", "status"],
+            ),
+            HistogramMetricFamily(
+                "http_request_duration_seconds", "Time to answer, by route template", labels=["route"]
+            ),
+            GaugeMetricFamily("http_requests_in_flight", "Requests being handled now"),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        answers, histogram, in_flight = self._families()
+        for (route, method, status), count in list(self.answers.items()):
+            answers.add_metric([route, method, str(status)], count)
+        names = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for route, durations in list(self.durations.items()):
+            cumulative, buckets = 0, []
+            for name, count in zip(names, durations.buckets, strict=True):
+                cumulative += count
+                buckets.append((name, cumulative))
+            histogram.add_metric([route], buckets, durations.total)
+        in_flight.add_metric([], self.in_flight)
+        return iter((answers, histogram, in_flight))
+
+
+HTTP = HttpMetrics(LATENCY_BUCKETS)
+REGISTRY.register(HTTP)
+
 READY = Gauge("gateway_ready", "1 when /ready would answer 200")
 
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by the rate limiter, by policy", ["policy"])

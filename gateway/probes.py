@@ -15,7 +15,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.responses import json_response
 from gateway.routing import route_options
 
-PROBE = {"rate_limit": None, "cors": False, "check_host": False, "access_log": False}
+PROBE = {"rate_limit": None, "body": "none", "cors": False, "check_host": False, "access_log": False}
 
 
 @route_options(**PROBE)

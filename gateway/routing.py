@@ -11,13 +11,13 @@ from typing import Literal, TypeVar
 
 from aiohttp import web
 
-BodyKind = Literal["json", "raw"]
+BodyKind = Literal["json", "raw", "none"]
 
 
 @dataclass(frozen=True, slots=True)
 class RouteOptions:
     rate_limit: str | None = "public"  # policy name, None for no limit (probes)
-    body: BodyKind = "json"  # "raw": the webhook limit applies
+    body: BodyKind = "json"  # "raw": the webhook limit applies; "none": the route reads no body (probes)
     auth: Literal["none", "optional", "user", "role"] = "none"
     role: str | None = None
     cors: bool = True

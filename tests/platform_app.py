@@ -13,7 +13,6 @@ from aiohttp.typedefs import Middleware
 
 from gateway import keys
 from gateway.log import JsonFormatter
-from gateway.middleware import security_headers
 from gateway.settings import Settings
 
 
@@ -27,7 +26,6 @@ def tiny_app(
     app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app[keys.SETTINGS] = settings
     app.add_routes(routes)
-    security_headers.install(app)
     return app
 
 

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway import context, keys
 from gateway.auth.tokens import token_verifier_ctx
-from gateway.middleware import build_middlewares, security_headers
+from gateway.middleware import build_middlewares
 from gateway.middleware.cors import setup_cors
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.routing import route_options
@@ -63,7 +63,6 @@ def cors_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/catalog", catalog, name="catalog")
     app.router.add_get("/internal", internal, name="internal")
     setup_cors(app, settings)
-    security_headers.install(app)
     return app
 
 

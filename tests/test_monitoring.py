@@ -55,7 +55,7 @@ def exported_series() -> set[str]:
     """Every series name the metrics of gateway/metrics.py expose (counter `x` -> `x_total`, ...)."""
     names: set[str] = set()
     for obj in vars(metrics).values():
-        if isinstance(obj, MetricWrapperBase):
+        if isinstance(obj, MetricWrapperBase | metrics.HttpMetrics):
             for family in obj.describe():
                 names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
     return names

@@ -1,12 +1,22 @@
 """The middleware stack. Its order is set here and nowhere else (outside in).
 
-Security headers are not in this list: they are added by an `on_response_prepare` signal
-(`security_headers.install`) so that the answers built by the outermost error mapper carry them too.
+Each layer names the routes it applies to, from the options the route declares (`gateway.routing`). The stack
+is composed once per route from the layers that apply, so a probe does not pass through host checks, rate
+limiting, body limits and authentication it has none of. A request no route matches (404, 405) passes through
+every layer.
+
+The outermost layer (request id) also stamps the security headers on every answer, so that the answers built by
+the error mapper inside it carry them too.
 """
 
 from __future__ import annotations
 
-from aiohttp.typedefs import Middleware
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway.middleware.access import access_middleware
 from gateway.middleware.auth import auth_middleware
@@ -16,17 +26,57 @@ from gateway.middleware.errors import error_middleware
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.middleware.request_id import request_id_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
+from gateway.routing import UNMATCHED_OPTIONS, RouteOptions, options_for
 from gateway.settings import Settings
 
 
-def build_middlewares(settings: Settings) -> list[Middleware]:
+@dataclass(frozen=True, slots=True)
+class Layer:
+    middleware: Middleware
+    applies: Callable[[RouteOptions], bool]
+
+
+def _every_route(options: RouteOptions) -> bool:
+    return True
+
+
+def build_layers(settings: Settings) -> list[Layer]:
     return [
-        request_id_middleware(settings),
-        error_middleware(settings),
-        access_middleware(settings),
-        trusted_hosts_middleware(settings),
-        cors_preflight_middleware(),
-        rate_limit_middleware(),
-        body_limit_middleware(settings),
-        auth_middleware(),
+        Layer(request_id_middleware(settings), _every_route),
+        Layer(error_middleware(settings), _every_route),
+        Layer(access_middleware(settings), _every_route),
+        Layer(trusted_hosts_middleware(settings), lambda options: options.check_host),
+        Layer(cors_preflight_middleware(), lambda options: options.cors),
+        Layer(rate_limit_middleware(), lambda options: options.rate_limit is not None),
+        Layer(body_limit_middleware(settings), lambda options: options.body != "none"),
+        Layer(auth_middleware(), lambda options: options.auth != "none"),
     ]
+
+
+def compose(layers: list[Layer], handler: Handler, options: RouteOptions) -> Handler:
+    for layer in reversed(layers):
+        if layer.applies(options):
+            handler = partial(layer.middleware, handler=handler)
+    return handler
+
+
+def route_stack(layers: list[Layer]) -> Middleware:
+    """One aiohttp middleware that runs, for each route, the layers that apply to it (composed once)."""
+    stacks: dict[web.AbstractRoute, Handler] = {}
+
+    @web.middleware
+    async def stack(request: web.Request, handler: Handler) -> web.StreamResponse:
+        match_info = request.match_info
+        if match_info.http_exception is not None:  # aiohttp makes a new system route for each of these
+            return await compose(layers, handler, UNMATCHED_OPTIONS)(request)
+        route = match_info.route
+        composed = stacks.get(route)
+        if composed is None:
+            composed = stacks[route] = compose(layers, handler, options_for(request))
+        return await composed(request)
+
+    return stack
+
+
+def build_middlewares(settings: Settings) -> list[Middleware]:
+    return [route_stack(build_layers(settings))]

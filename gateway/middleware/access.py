@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway import context, metrics
+from gateway.metrics import HTTP
 from gateway.middleware.errors import status_for
 from gateway.routing import options_for
 from gateway.settings import Settings
@@ -27,27 +27,12 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 
 def access_middleware(settings: Settings) -> Middleware:
-    # Metric children by label values: labels() validates and locks on every call, a dict lookup does not.
-    request_counters: dict[tuple[str, str, int], Any] = {}
-    duration_histograms: dict[str, Any] = {}
-
-    def count(route: str, method: str, status: int, elapsed: float) -> None:
-        key = (route, method, status)
-        counter = request_counters.get(key)
-        if counter is None:
-            counter = request_counters[key] = metrics.HTTP_REQUESTS.labels(route, method, str(status))
-        counter.inc()
-        histogram = duration_histograms.get(route)
-        if histogram is None:
-            histogram = duration_histograms[route] = metrics.HTTP_DURATION.labels(route)
-        histogram.observe(elapsed)
-
     @web.middleware
     async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         ctx = context.get_context(request)
         started = time.perf_counter()
         status = 500
-        metrics.HTTP_IN_FLIGHT.inc()
+        HTTP.in_flight += 1
         try:
             response = await handler(request)
             status = response.status
@@ -56,10 +41,10 @@ def access_middleware(settings: Settings) -> Middleware:
             status = status_for(exc)
             raise
         finally:
-            metrics.HTTP_IN_FLIGHT.dec()
+            HTTP.in_flight -= 1
             elapsed = time.perf_counter() - started
             method = request.method if request.method in KNOWN_METHODS else "OTHER"
-            count(ctx.route, method, status, elapsed)
+            HTTP.observe(ctx.route, method, status, elapsed)
             if ctx.route == WEBHOOK_ROUTE:
                 metrics.WEBHOOK_RESPONSES.labels(str(status)).inc()
             level = logging.INFO if status >= 400 or options_for(request).access_log else logging.DEBUG

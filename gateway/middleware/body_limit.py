@@ -15,7 +15,7 @@ from gateway.settings import Settings
 
 
 def body_limit_middleware(settings: Settings) -> Middleware:
-    limits = {"json": settings.json_body_limit, "raw": settings.webhook_body_limit}
+    limits = {"json": settings.json_body_limit, "raw": settings.webhook_body_limit, "none": settings.json_body_limit}
 
     @web.middleware
     async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:

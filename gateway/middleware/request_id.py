@@ -1,13 +1,21 @@
-"""Outermost: give the request its id and context (client address included) and echo the id on the answer."""
+"""Outermost: give the request its id and context (client address included); stamp every answer with the id and
+the security headers."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict
 
 from gateway import client_address, context
+from gateway.middleware import security_headers
 from gateway.routing import route_label
 from gateway.settings import Settings
+
+
+def _stamp(headers: CIMultiDict[str], ctx: context.RequestContext) -> None:
+    headers[context.REQUEST_ID_HEADER] = ctx.request_id
+    security_headers.apply(headers, secure=ctx.secure, authenticated=ctx.authenticated)
 
 
 def request_id_middleware(settings: Settings) -> Middleware:
@@ -15,30 +23,31 @@ def request_id_middleware(settings: Settings) -> Middleware:
 
     @web.middleware
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-        address = client_address.resolve(
-            request.remote,
-            request.headers.get("X-Forwarded-For"),
-            request.headers.get("X-Forwarded-Proto"),
-            request.secure,
-            trusted,
-        )
+        headers = request.headers
+        if trusted:
+            forwarded_for, forwarded_proto = headers.get("X-Forwarded-For"), headers.get("X-Forwarded-Proto")
+            address = client_address.resolve(request.remote, forwarded_for, forwarded_proto, request.secure, trusted)
+            client_ip, secure = address.ip, address.secure
+        else:  # no proxy to believe: the peer is the client
+            client_ip, secure = request.remote or client_address.UNKNOWN, request.secure
         ctx = context.RequestContext(
-            request_id=context.accept_or_make_request_id(request.headers.get(context.REQUEST_ID_HEADER)),
+            request_id=context.accept_or_make_request_id(headers.get(context.REQUEST_ID_HEADER)),
             route=route_label(request),
-            client_ip=address.ip,
-            client_key=client_address.rate_limit_key(address.ip),
-            secure=address.secure,
+            client_ip=client_ip,
+            client_key=client_address.rate_limit_key(client_ip),
+            secure=secure,
         )
         request[context.CONTEXT_KEY] = ctx
         token = context.current.set(ctx)
         try:
             response = await handler(request)
-            response.headers[context.REQUEST_ID_HEADER] = ctx.request_id
-            return response
         except web.HTTPException as exc:  # redirects (< 400) pass the error mapper as exceptions
-            exc.headers[context.REQUEST_ID_HEADER] = ctx.request_id
+            _stamp(exc.headers, ctx)
             raise
         finally:
             context.current.reset(token)
+        if not response.prepared:
+            _stamp(response.headers, ctx)
+        return response
 
     return request_id

@@ -1,14 +1,13 @@
 """Security headers for a JSON API on every answer (helmet-like).
 
-Installed as an `on_response_prepare` signal rather than a middleware so that the answers built by the error
-mapper (which sits outside every other middleware) carry them too.
+The outermost layer (`request_id`) stamps them on every answer that comes out of the stack, the error mapper's
+included, and on redirects raised as exceptions. A handler that streams (prepares its own response) must call
+`apply` before `prepare()`.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from gateway import context
+from multidict import CIMultiDict, istr
 
 STATIC_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -23,18 +22,31 @@ STATIC_HEADERS = {
 }
 HSTS = "max-age=63072000; includeSubDomains"
 
-
-async def apply_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    ctx = request.get(context.CONTEXT_KEY)
-    response.headers.update(STATIC_HEADERS)
-    if ctx is not None and ctx.secure:
-        response.headers["Strict-Transport-Security"] = HSTS
-    if (ctx is not None and ctx.authenticated) or "Cache-Control" not in response.headers:
-        response.headers["Cache-Control"] = "no-store"
-    vary = response.headers.get("Vary", "")
-    if "origin" not in vary.lower():
-        response.headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+CACHE_CONTROL = istr("Cache-Control")
+VARY = istr("Vary")
+STRICT_TRANSPORT_SECURITY = istr("Strict-Transport-Security")
+# Built once: updating from a CIMultiDict copies its keys as they are.
+_STATIC = CIMultiDict(STATIC_HEADERS)
+# The common answer sets neither Cache-Control nor Vary: one update covers it.
+_STATIC_NOT_STORED = CIMultiDict({**STATIC_HEADERS, CACHE_CONTROL: "no-store", VARY: "Origin"})
 
 
-def install(app: web.Application) -> None:
-    app.on_response_prepare.append(apply_security_headers)
+def apply(headers: CIMultiDict[str], *, secure: bool, authenticated: bool) -> None:
+    """Add the security headers to an answer's headers.
+
+    `Cache-Control: no-store` unless a public answer chose its own cache policy (an authenticated answer is
+    never stored); `Vary: Origin` always, after any Vary the handler set; HSTS when the request came over HTTPS.
+    """
+    if CACHE_CONTROL not in headers and VARY not in headers:
+        headers.update(_STATIC_NOT_STORED)
+    else:
+        headers.update(_STATIC)
+        if authenticated or CACHE_CONTROL not in headers:
+            headers[CACHE_CONTROL] = "no-store"
+        vary = headers.get(VARY)
+        if not vary:
+            headers[VARY] = "Origin"
+        elif "origin" not in vary.lower():
+            headers[VARY] = f"{vary}, Origin"
+    if secure:
+        headers[STRICT_TRANSPORT_SECURITY] = HSTS
