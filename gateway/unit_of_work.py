@@ -1,13 +1,15 @@
-"""A unit of work: the audit rows and bridge (outbox) events a business change produces, written in the same
-transaction as the change.
+"""A unit of work: an order's change, its payment row, the audit rows and bridge (outbox) events a business change
+produces, written in the same transaction.
 
-Business code records what happened (`unit.audit(...)`, `unit.publish(...)`); `flush()` writes everything in one
-statement, together with the webhook ledger row in its final state, and announces new bridge events with NOTIFY
-(delivered by PostgreSQL only when the transaction commits).
+Business code records what happens (`unit.change_order(...)`, `unit.record_payment(...)`, `unit.audit(...)`,
+`unit.publish(...)`); `flush()` writes all of it in one statement (one round trip), together with the webhook
+ledger row in its final state, and announces new bridge events with NOTIFY (delivered by PostgreSQL only when the
+transaction commits).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +18,7 @@ import asyncpg
 
 from gateway import metrics
 from gateway.bridge.registry import validate_event
+from gateway.orders.queries import UPDATE_ORDER, UPSERT_PAYMENT, OrderChange, Payment
 
 BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
@@ -26,10 +29,16 @@ BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
 # first bridge id is drawn, and it is only taken when there is something to publish.
 BRIDGE_LOCK_KEY = 0x6272_6964_6765
 
+
+def _shifted(statement: str, offset: int) -> str:
+    """`statement` with its parameters renumbered from $1 to $(1 + offset), to run as part of a larger one."""
+    return re.sub(r"\$(\d+)", lambda match: f"${int(match[1]) + offset}", statement)
+
+
 # The ledger row is written once, in its final state: inserted, or taken over when an earlier attempt failed
 # (or the kill switch left it `received`). No row back from `ledger` means another delivery of the same event
 # settled it first; the caller then rolls the whole transaction back (gateway/webhooks/ledger.py).
-FLUSH = """
+_FLUSH_LEDGER_AUDIT_BRIDGE = """
 WITH ledger AS (
     INSERT INTO webhook_events (
         stripe_event_id, type, api_version, livemode, stripe_created, status, outcome_reason, attempts, request_id,
@@ -61,12 +70,28 @@ WITH ledger AS (
     CROSS JOIN bridge_lock
     ON CONFLICT (source_event_id, event_type) DO NOTHING
     RETURNING id, event_type
-)
+)"""
+_FLUSH_RESULT = """
 SELECT (SELECT count(*) FROM ledger) AS settled,
        count(pg_notify($28, bridge.id::text || ':' || bridge.event_type)) AS published,
        coalesce(array_agg(bridge.event_type), '{}') AS types
 FROM bridge
 """
+FLUSH = "".join(
+    [
+        _FLUSH_LEDGER_AUDIT_BRIDGE,
+        ", order_change AS (",
+        _shifted(UPDATE_ORDER, 28),  # $29-$39
+        "), payment AS (",
+        _shifted(UPSERT_PAYMENT, 39),  # $40-$45
+        ")",
+        _FLUSH_RESULT,
+    ]
+)
+
+
+_NO_ORDER_CHANGE = (None,) * 11
+_NO_PAYMENT = (None,) * 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +138,20 @@ class UnitOfWork:
     app_source: str = "website"
     audits: list[AuditEntry] = field(default_factory=list)
     events: list[BridgeEvent] = field(default_factory=list)
+    order_change: tuple[str, OrderChange] | None = None
+    payment: Payment | None = None
+
+    async def change_order(self, order_id: str, change: OrderChange) -> None:
+        """Written by flush(). A statement may update a row only once: an earlier change is written now."""
+        if self.order_change is not None:
+            await self.con.execute(UPDATE_ORDER, *self.order_change[1].params(self.order_change[0]))
+        self.order_change = (order_id, change)
+
+    async def record_payment(self, payment: Payment) -> None:
+        """Written by flush(); an earlier payment of the same unit is written now."""
+        if self.payment is not None:
+            await self.con.execute(UPSERT_PAYMENT, *self.payment.params())
+        self.payment = payment
 
     def audit(
         self, action: str, subject_type: str, subject_id: str, *, order_id: str | None = None, **details: Any
@@ -125,7 +164,8 @@ class UnitOfWork:
         self.events.append(event)
 
     async def flush(self, ledger: LedgerEntry) -> bool:
-        """Write the ledger row, the audit rows and the bridge events in one statement.
+        """Write the ledger row, the order change, the payment, the audit rows and the bridge events in one
+        statement.
 
         False when another delivery of the same event settled its ledger row first (nothing may then commit).
         """
@@ -159,9 +199,12 @@ class UnitOfWork:
             ledger.payload,
             BRIDGE_METADATA,
             BRIDGE_CHANNEL,
+            *(self.order_change[1].params(self.order_change[0]) if self.order_change else _NO_ORDER_CHANGE),
+            *(self.payment.params() if self.payment else _NO_PAYMENT),
         )
         self.audits.clear()
         self.events.clear()
+        self.order_change = self.payment = None
         if not row["settled"]:
             return False
         for event_type in row["types"]:

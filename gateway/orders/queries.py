@@ -51,9 +51,12 @@ UPDATE orders SET
 WHERE id = $1::uuid
 """
 
+# Both run as part of the unit of work's single statement (gateway/unit_of_work.py), where a NULL $1 (no change,
+# no payment) makes them no-ops.
 UPSERT_PAYMENT = """
 INSERT INTO payments (order_id, stripe_payment_intent_id, stripe_charge_id, amount, currency, status)
-VALUES ($1::uuid, $2, $3, $4, $5, $6)
+SELECT $1::uuid, $2::text, $3::text, $4::bigint, $5::text, $6::text
+WHERE $1::uuid IS NOT NULL
 ON CONFLICT (stripe_payment_intent_id) DO UPDATE SET
     stripe_charge_id = coalesce(payments.stripe_charge_id, EXCLUDED.stripe_charge_id),
     status = CASE WHEN payments.status = 'succeeded' THEN payments.status ELSE EXCLUDED.status END,
@@ -130,6 +133,21 @@ async def lock_order(con: asyncpg.Connection, keys: OrderKeys) -> Order | None:
     return Order(**dict(row)) if row else None
 
 
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A row of `payments`: one Stripe payment intent of an order."""
+
+    order_id: str
+    payment_intent_id: str | None
+    charge_id: str | None
+    amount: int
+    currency: str
+    status: str
+
+    def params(self) -> tuple[object, ...]:
+        return (self.order_id, self.payment_intent_id, self.charge_id, self.amount, self.currency, self.status)
+
+
 @dataclass(slots=True)
 class OrderChange:
     status: str
@@ -143,19 +161,17 @@ class OrderChange:
     paid_at: datetime | None = None
     amount_refunded: int = 0
 
-
-async def apply_change(con: asyncpg.Connection, order: Order, change: OrderChange) -> None:
-    await con.execute(
-        UPDATE_ORDER,
-        order.id,
-        change.status,
-        change.reason,
-        change.amount_total,
-        change.currency,
-        change.checkout_session_id,
-        change.payment_intent_id,
-        change.charge_id,
-        change.customer_id,
-        change.paid_at,
-        change.amount_refunded,
-    )
+    def params(self, order_id: str) -> tuple[object, ...]:
+        return (
+            order_id,
+            self.status,
+            self.reason,
+            self.amount_total,
+            self.currency,
+            self.checkout_session_id,
+            self.payment_intent_id,
+            self.charge_id,
+            self.customer_id,
+            self.paid_at,
+            self.amount_refunded,
+        )

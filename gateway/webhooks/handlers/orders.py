@@ -1,8 +1,8 @@
 """One-time payments: checkout sessions, payment intents, refunds and disputes move orders and their stock.
 
 Every handler locks the order row first (gateway.orders.queries.lock_order), decides with the state machine
-(gateway.orders.transitions), then writes the order, its stock, its payment rows, audit rows and bridge events
-in the caller's transaction.
+(gateway.orders.transitions), then records the order's change, its payment row, audit rows and bridge events in
+the unit of work (written together by its flush) and moves the stock, all in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from gateway.orders.queries import (
     CREATE_ORDER_FROM_SESSION,
     INSERT_DISPUTE,
     SUM_SUCCEEDED_REFUNDS,
-    UPSERT_PAYMENT,
     UPSERT_REFUND,
     Order,
     OrderChange,
     OrderKeys,
-    apply_change,
+    Payment,
     lock_order,
 )
 from gateway.unit_of_work import UnitOfWork
@@ -61,17 +60,17 @@ async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change
     """Move `order` to `change.status` if the state machine allows it, with its stock and bridge event."""
     target = change.status
     if order.status == target:
-        await apply_change(unit.con, order, change)  # may still add ids the order did not know yet
+        await unit.change_order(order.id, change)  # may still add ids the order did not know yet
         return Outcome("processed", f"order already {target}", order.id)
     if target == t.PAID and order.status in t.SETTLED:
         # A payment event after a refund or dispute implied the payment: the status stays, but the
         # payment's ids and its (earlier) time are kept, so the row does not depend on delivery order.
-        await apply_change(unit.con, order, replace(change, status=order.status, reason=None))
+        await unit.change_order(order.id, replace(change, status=order.status, reason=None))
         return Outcome("processed", f"order already {order.status}; payment details recorded", order.id)
     if not t.can_move(order.status, target):
         return Outcome("stale", f"order is {order.status}; {event.type} cannot move it to {target}", order.id)
 
-    await apply_change(unit.con, order, change)
+    await unit.change_order(order.id, change)
     if target == t.PAID:
         result = await stock.commit_for_order(unit.con, order.id)
         if result.oversold:
@@ -149,7 +148,7 @@ async def checkout_session_completed(unit: UnitOfWork, event: StripeEvent) -> Ou
     if not sp.session_is_paid(event.object):
         # Delayed payment methods: the money comes with checkout.session.async_payment_succeeded.
         change = replace(_session_change(event, order.status, "awaiting asynchronous payment"), paid_at=None)
-        await apply_change(unit.con, order, change)
+        await unit.change_order(order.id, change)
         return Outcome("processed", "awaiting asynchronous payment", order.id)
     return await _transition(unit, event, order, _session_change(event, t.PAID))
 
@@ -195,14 +194,15 @@ def _intent_change(event: StripeEvent, status: str, reason: str | None = None) -
 
 async def _record_payment(unit: UnitOfWork, order: Order, event: StripeEvent, status: str) -> None:
     pi = event.object
-    await unit.con.execute(
-        UPSERT_PAYMENT,
-        order.id,
-        sp.object_id(pi),
-        sp.payment_intent_latest_charge(pi),
-        sp.payment_intent_amount(pi) or 0,
-        sp.currency_of(pi) or order.currency or "",
-        status,
+    await unit.record_payment(
+        Payment(
+            order_id=order.id,
+            payment_intent_id=sp.object_id(pi),
+            charge_id=sp.payment_intent_latest_charge(pi),
+            amount=sp.payment_intent_amount(pi) or 0,
+            currency=sp.currency_of(pi) or order.currency or "",
+            status=status,
+        )
     )
 
 
@@ -261,7 +261,7 @@ async def _apply_refunded_amount(
     change = OrderChange(status=status, amount_refunded=refunded, amount_total=total)
     if status != order.status and not t.can_move(order.status, status):
         return Outcome("stale", f"order is {order.status}; cannot become {status}", order.id)
-    await apply_change(unit.con, order, change)
+    await unit.change_order(order.id, change)
     unit.audit(
         "order.refund_applied",
         "order",
