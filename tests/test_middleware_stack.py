@@ -1,4 +1,5 @@
-"""The stack is composed per route from the layers that apply to it; unmatched requests get every layer."""
+"""The stack is composed per route from the layers that apply to it; unmatched requests get the layers their
+options ask for."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Each layer names the routes it applies to, from the options the route declares (`gateway.routing`). The stack
 is composed once per route from the layers that apply, so a probe does not pass through host checks, rate
-limiting, body limits and authentication it has none of. A request no route matches (404, 405) passes through
-every layer.
+limiting, body limits and authentication it has none of. A request no route matches (404, 405) gets the layers
+of `UNMATCHED_OPTIONS`: host check, public rate limit and body limit.
 
 The outermost layer (request id) also stamps the security headers on every answer, so that the answers built by
 the error mapper inside it carry them too.

@@ -15,6 +15,7 @@ from gateway.settings import Settings
 
 
 def body_limit_middleware(settings: Settings) -> Middleware:
+    # "none": the route reads no body; the stack leaves this layer out for it, used alone it counts as JSON.
     limits = {"json": settings.json_body_limit, "raw": settings.webhook_body_limit, "none": settings.json_body_limit}
 
     @web.middleware
