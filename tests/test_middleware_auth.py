@@ -15,8 +15,7 @@ from gateway import context, keys
 from gateway.auth.identity import identify
 from gateway.auth.tokens import Identity, TokenVerifier, token_verifier_ctx
 from gateway.middleware.auth import auth_middleware
-from gateway.middleware.errors import error_middleware
-from gateway.middleware.request_id import request_id_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.routing import route_options
 from gateway.settings import Settings
 from tests.conftest import make_settings
@@ -61,8 +60,7 @@ async def admin_only(request: web.Request) -> web.Response:
 def build_app(settings: Settings, *, before_auth: list[Any] | None = None) -> web.Application:
     app = web.Application(
         middlewares=[
-            request_id_middleware(settings),
-            error_middleware(settings),
+            edge_middleware(settings),
             *(before_auth or []),
             auth_middleware(),
         ]

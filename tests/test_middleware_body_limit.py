@@ -12,8 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.middleware.body_limit import body_limit_middleware
-from gateway.middleware.errors import error_middleware
-from gateway.middleware.request_id import request_id_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.routing import route_options
 from tests.conftest import make_settings
 from tests.platform_app import tiny_app
@@ -54,7 +53,7 @@ async def client(aiohttp_client: Any) -> Any:
     app = tiny_app(
         settings,
         [web.post("/json", json_route), web.post("/raw", raw_route)],
-        [request_id_middleware(settings), error_middleware(settings), body_limit_middleware(settings)],
+        [edge_middleware(settings), body_limit_middleware(settings)],
         client_max_size=max(JSON_LIMIT, RAW_LIMIT),
     )
     client = await aiohttp_client(app)

@@ -24,9 +24,7 @@ from gateway.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from gateway.middleware.access import access_middleware
-from gateway.middleware.errors import error_middleware
-from gateway.middleware.request_id import request_id_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.settings import Settings
 from tests.conftest import make_settings
 from tests.platform_app import json_logs, tiny_app
@@ -94,7 +92,9 @@ def build(settings: Settings) -> web.Application:
             web.get("/db/{kind}", db_down),
             web.get("/unavailable", unavailable),
         ],
-        [request_id_middleware(settings), error_middleware(settings), access_middleware(settings)],
+        [
+            edge_middleware(settings),
+        ],
         client_max_size=1024,
     )
 

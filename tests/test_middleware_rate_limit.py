@@ -16,9 +16,8 @@ from gateway import keys
 from gateway.auth import identity
 from gateway.errors import BadRequest
 from gateway.log import JsonFormatter
-from gateway.middleware.errors import error_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.middleware.rate_limit import rate_limit_middleware
-from gateway.middleware.request_id import request_id_middleware
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.ratelimit.memory import MemoryStore
 from gateway.routing import route_options
@@ -61,9 +60,7 @@ async def misconfigured(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings, *extra_routes: web.RouteDef) -> web.Application:
-    app = web.Application(
-        middlewares=[request_id_middleware(settings), error_middleware(settings), rate_limit_middleware()]
-    )
+    app = web.Application(middlewares=[edge_middleware(settings), rate_limit_middleware()])
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(rate_limiter_ctx)
     app.add_routes(

@@ -13,9 +13,7 @@ import pytest
 from aiohttp import web
 
 from gateway.errors import Conflict
-from gateway.middleware.access import access_middleware
-from gateway.middleware.errors import error_middleware
-from gateway.middleware.request_id import request_id_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
 from tests.conftest import make_settings
 from tests.platform_app import json_logs, tiny_app
@@ -61,9 +59,7 @@ async def client(aiohttp_client: Any) -> Any:
             web.get("/redirect", redirect),
         ],
         [
-            request_id_middleware(settings),
-            error_middleware(settings),
-            access_middleware(settings),
+            edge_middleware(settings),
             trusted_hosts_middleware(settings),
         ],
     )

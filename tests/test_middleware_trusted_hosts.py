@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.middleware.errors import error_middleware
-from gateway.middleware.request_id import request_id_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.middleware.trusted_hosts import HostMatcher, trusted_hosts_middleware
 from tests.conftest import make_settings
 from tests.platform_app import tiny_app
@@ -70,7 +69,7 @@ async def client(aiohttp_client: Any) -> Any:
     app = tiny_app(
         settings,
         [web.get("/", handler), web.post("/", handler)],
-        [request_id_middleware(settings), error_middleware(settings), trusted_hosts_middleware(settings)],
+        [edge_middleware(settings), trusted_hosts_middleware(settings)],
     )
     client = await aiohttp_client(app)
     client.calls = calls

@@ -5,8 +5,8 @@ is composed once per route from the layers that apply, so a probe does not pass 
 limiting, body limits and authentication it has none of. A request no route matches (404, 405) gets the layers
 of `UNMATCHED_OPTIONS`: host check, public rate limit and body limit.
 
-The outermost layer (request id) also stamps the security headers on every answer, so that the answers built by
-the error mapper inside it carry them too.
+The outermost layer (`edge`) is the request id, the error mapper and the access log + metrics, in that order, in
+one coroutine; it also stamps the security headers on every answer, the error mapper's included.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from functools import partial
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.middleware.access import access_middleware
 from gateway.middleware.auth import auth_middleware
 from gateway.middleware.body_limit import body_limit_middleware
 from gateway.middleware.cors import cors_preflight_middleware
-from gateway.middleware.errors import error_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.middleware.rate_limit import rate_limit_middleware
-from gateway.middleware.request_id import request_id_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
 from gateway.routing import UNMATCHED_OPTIONS, RouteOptions, options_for
 from gateway.settings import Settings
@@ -42,9 +40,7 @@ def _every_route(options: RouteOptions) -> bool:
 
 def build_layers(settings: Settings) -> list[Layer]:
     return [
-        Layer(request_id_middleware(settings), _every_route),
-        Layer(error_middleware(settings), _every_route),
-        Layer(access_middleware(settings), _every_route),
+        Layer(edge_middleware(settings), _every_route),  # request id -> error mapper -> access log + metrics
         Layer(trusted_hosts_middleware(settings), lambda options: options.check_host),
         Layer(cors_preflight_middleware(), lambda options: options.cors),
         Layer(rate_limit_middleware(), lambda options: options.rate_limit is not None),

@@ -1,8 +1,8 @@
 """Every non-2xx answer gets one JSON shape: {"error": {"code", "message", "request_id"}}.
 
-This is the only place that turns exceptions into HTTP answers: the gateway's own ApiError tree, aiohttp's
-HTTP exceptions (404, 405, 413 ...), database unavailability (503 with Retry-After) and anything unexpected
-(500, the stack in the log, never in a production body).
+This is the only place that turns exceptions into HTTP answers (the outermost layer, `edge`, calls it): the
+gateway's own ApiError tree, aiohttp's HTTP exceptions (404, 405, 413 ...), database unavailability (503 with
+Retry-After) and anything unexpected (500, the stack in the log, never in a production body).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import traceback
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from gateway import context
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.errors import ApiError, DatabaseUnavailable
 from gateway.responses import json_response
-from gateway.settings import Settings
 
 log = logging.getLogger("gateway.errors")
 
@@ -47,41 +45,21 @@ def error_response(
     return json_response({"error": body}, status=status, headers=headers)
 
 
-def status_for(exc: BaseException) -> int:
-    """The status the error middleware answers for this exception (the access log counts it before)."""
-    if isinstance(exc, ApiError | web.HTTPException):
-        return exc.status
+def error_answer(exc: Exception, *, show_trace: bool) -> web.Response:
+    """The JSON answer for an exception. A redirect (an HTTPException below 400) is raised again."""
+    if isinstance(exc, ApiError):
+        if exc.status >= 500:
+            log.error("request failed", extra={"code": exc.code, "status": exc.status})
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers, details=exc.details)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        headers = {k: exc.headers[k] for k in _PASSED_HEADERS if k in exc.headers}
+        return error_response(exc.status, _AIOHTTP_CODES.get(exc.status, "http_error"), exc.reason, headers=headers)
     if isinstance(exc, UNAVAILABLE_ERRORS):
-        return DatabaseUnavailable.status
-    return 500
-
-
-def error_middleware(settings: Settings) -> Middleware:
-    show_trace = settings.debug and not settings.is_production
-
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            if exc.status >= 500:
-                log.error("request failed", extra={"code": exc.code, "status": exc.status})
-            return error_response(exc.status, exc.code, exc.message, headers=exc.headers, details=exc.details)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            headers = {k: exc.headers[k] for k in _PASSED_HEADERS if k in exc.headers}
-            code = _AIOHTTP_CODES.get(exc.status, "http_error")
-            return error_response(exc.status, code, exc.reason, headers=headers)
-        except UNAVAILABLE_ERRORS as exc:
-            log.error("database unavailable", extra={"code": "database_unavailable", "reason": type(exc).__name__})
-            unavailable = DatabaseUnavailable()
-            return error_response(
-                unavailable.status, unavailable.code, unavailable.message, headers=unavailable.headers
-            )
-        except Exception:
-            log.exception("unhandled error", extra={"code": "internal_error"})
-            details = traceback.format_exc().splitlines() if show_trace else None
-            return error_response(500, "internal_error", "Internal server error", details=details)
-
-    return errors
+        log.error("database unavailable", extra={"code": "database_unavailable", "reason": type(exc).__name__})
+        unavailable = DatabaseUnavailable()
+        return error_response(unavailable.status, unavailable.code, unavailable.message, headers=unavailable.headers)
+    log.error("unhandled error", exc_info=exc, extra={"code": "internal_error"})
+    details = "".join(traceback.format_exception(exc)).splitlines() if show_trace else None
+    return error_response(500, "internal_error", "Internal server error", details=details)

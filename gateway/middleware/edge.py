@@ -1,0 +1,56 @@
+"""The outermost layer of every route, in this order:
+
+1. request id: the request's id and context (client address included), in a contextvar for every log line;
+2. error mapper: any exception from the layers inside becomes the one JSON error answer (`errors.error_answer`);
+3. access log and HTTP metrics, with the status actually answered;
+4. the request id and the security headers stamped on every answer, errors and redirects included.
+
+They are one layer rather than three nested ones: each layer is a coroutine per request, and these three wrap
+every request the gateway answers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from gateway import client_address, context
+from gateway.metrics import HTTP
+from gateway.middleware import access, request_id
+from gateway.middleware.errors import error_answer
+from gateway.settings import Settings
+
+
+def edge_middleware(settings: Settings) -> Middleware:
+    trusted = client_address.parse_networks(settings.trusted_proxies)
+    show_trace = settings.debug and not settings.is_production
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = request_id.new_context(request, trusted)
+        request[context.CONTEXT_KEY] = ctx
+        token = context.current.set(ctx)
+        started = time.perf_counter()
+        status = 500  # unless an answer is made (a cancelled request has none)
+        HTTP.in_flight += 1
+        try:
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                response = error_answer(exc, show_trace=show_trace)
+            status = response.status
+        except web.HTTPException as exc:  # redirects (< 400) leave as exceptions; aiohttp answers them
+            status = exc.status
+            request_id.stamp(exc.headers, ctx)
+            raise
+        finally:
+            HTTP.in_flight -= 1
+            access.record(request, ctx, status, time.perf_counter() - started)
+            context.current.reset(token)
+        if not response.prepared:
+            request_id.stamp(response.headers, ctx)
+        return response
+
+    return edge
