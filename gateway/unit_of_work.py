@@ -9,6 +9,7 @@ transaction commits).
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway import metrics
+from gateway import metrics, stock
 from gateway.bridge.registry import validate_event
 from gateway.orders.queries import UPDATE_ORDER, UPSERT_PAYMENT, OrderChange, Payment
 
@@ -71,8 +72,16 @@ WITH ledger AS (
     ON CONFLICT (source_event_id, event_type) DO NOTHING
     RETURNING id, event_type
 )"""
+_FLUSH_OVERSOLD_AUDIT = """
+stock_oversold_audit AS (
+    INSERT INTO audit_log (actor, action, subject_type, subject_id, order_id, stripe_event_id, request_id, details)
+    SELECT $1, 'stock.oversold', 'order', $46::uuid::text, $46::uuid, $2, $3, jsonb_build_object('products', products)
+    FROM stock_oversold
+    WHERE cardinality(products) > 0
+)"""
 _FLUSH_RESULT = """
 SELECT (SELECT count(*) FROM ledger) AS settled,
+       (SELECT products FROM stock_oversold) AS oversold,
        count(pg_notify($28, bridge.id::text || ':' || bridge.event_type)) AS published,
        coalesce(array_agg(bridge.event_type), '{}') AS types
 FROM bridge
@@ -84,7 +93,12 @@ FLUSH = "".join(
         _shifted(UPDATE_ORDER, 28),  # $29-$39
         "), payment AS (",
         _shifted(UPSERT_PAYMENT, 39),  # $40-$45
-        ")",
+        "),",
+        _shifted(stock.COMMIT_CTES, 45),  # $46
+        ",",
+        _FLUSH_OVERSOLD_AUDIT,
+        ",",
+        _shifted(stock.RELEASE_CTES, 46),  # $47-$48
         _FLUSH_RESULT,
     ]
 )
@@ -92,6 +106,7 @@ FLUSH = "".join(
 
 _NO_ORDER_CHANGE = (None,) * 11
 _NO_PAYMENT = (None,) * 6
+log = logging.getLogger("gateway.stock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +155,8 @@ class UnitOfWork:
     events: list[BridgeEvent] = field(default_factory=list)
     order_change: tuple[str, OrderChange] | None = None
     payment: Payment | None = None
+    stock_commit: str | None = None  # order id
+    stock_release: tuple[str, str] | None = None  # order id, reason
 
     async def change_order(self, order_id: str, change: OrderChange) -> None:
         """Written by flush(). A statement may update a row only once: an earlier change is written now."""
@@ -153,6 +170,26 @@ class UnitOfWork:
             await self.con.execute(UPSERT_PAYMENT, *self.payment.params())
         self.payment = payment
 
+    async def commit_stock(self, order_id: str) -> None:
+        """The order's reservations become sales (flush() writes it; an earlier commit is written now). Units
+        released meanwhile and sold to others are logged and audited as oversold."""
+        if self.stock_commit is not None:
+            oversold = (await self.con.fetchrow(stock.COMMIT_FOR_ORDER, self.stock_commit))["oversold"]
+            self._oversold(self.stock_commit, oversold, audit=True)
+        self.stock_commit = order_id
+
+    async def release_stock(self, order_id: str, reason: str) -> None:
+        """The order's held units go back to stock (flush() writes it; an earlier release is written now)."""
+        if self.stock_release is not None:
+            await self.con.execute(stock.RELEASE_FOR_ORDER, *self.stock_release)
+        self.stock_release = (order_id, reason)
+
+    def _oversold(self, order_id: str, products: list[int], *, audit: bool) -> None:
+        if products:
+            log.warning("stock oversold on a late payment", extra={"orderId": order_id, "status": "paid"})
+            if audit:
+                self.audit("stock.oversold", "order", order_id, order_id=order_id, products=products)
+
     def audit(
         self, action: str, subject_type: str, subject_id: str, *, order_id: str | None = None, **details: Any
     ) -> None:
@@ -164,8 +201,8 @@ class UnitOfWork:
         self.events.append(event)
 
     async def flush(self, ledger: LedgerEntry) -> bool:
-        """Write the ledger row, the order change, the payment, the audit rows and the bridge events in one
-        statement.
+        """Write the ledger row, the order change, the payment, the stock moves, the audit rows and the bridge
+        events in one statement.
 
         False when another delivery of the same event settled its ledger row first (nothing may then commit).
         """
@@ -201,10 +238,14 @@ class UnitOfWork:
             BRIDGE_CHANNEL,
             *(self.order_change[1].params(self.order_change[0]) if self.order_change else _NO_ORDER_CHANGE),
             *(self.payment.params() if self.payment else _NO_PAYMENT),
+            self.stock_commit,
+            *(self.stock_release or (None, None)),
         )
+        if self.stock_commit is not None:
+            self._oversold(self.stock_commit, row["oversold"], audit=False)  # audited by the statement
         self.audits.clear()
         self.events.clear()
-        self.order_change = self.payment = None
+        self.order_change = self.payment = self.stock_commit = self.stock_release = None
         if not row["settled"]:
             return False
         for event_type in row["types"]:

@@ -150,3 +150,39 @@ async def test_late_expired_after_paid_is_stale(client: Any, db_pool: asyncpg.Po
             "SELECT outcome_reason FROM webhook_events WHERE stripe_event_id = $1", expired["id"]
         )
         assert "cannot move it to expired" in reason
+
+
+@pytest.mark.parametrize("taken_meanwhile", [False, True])
+async def test_a_late_payment_retakes_released_stock_or_records_the_oversell(
+    client: Any, db_pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture, taken_meanwhile: bool
+) -> None:
+    async with db_pool.acquire() as con:
+        product = await create_product(con, stock=1)
+        order_id = await create_order(con, [(product, 1)])
+    session = checkout_session(order_id)
+    expired = await post_event(client, make_event("checkout.session.expired", session))
+    assert (await expired.json())["status"] == "processed"
+    if taken_meanwhile:  # another order holds the released unit
+        async with db_pool.acquire() as con:
+            await create_order(con, [(product, 1)])
+    caplog.set_level(logging.WARNING, logger="gateway.stock")
+
+    paid = await post_event(client, make_event("checkout.session.completed", session))
+
+    assert (await paid.json())["status"] == "processed"
+    async with db_pool.acquire() as con:
+        assert await con.fetchval("SELECT status FROM orders WHERE id = $1::uuid", order_id) == "paid"
+        assert await con.fetchval("SELECT stock_available FROM products WHERE id = $1", product) == 0
+        state = await con.fetchval("SELECT state FROM stock_reservations WHERE order_id = $1::uuid", order_id)
+        oversold = await con.fetch(
+            "SELECT subject_id, order_id::text, details FROM audit_log WHERE action = 'stock.oversold'"
+        )
+    oversold_logged = [r for r in caplog.records if r.getMessage() == "stock oversold on a late payment"]
+    if taken_meanwhile:
+        assert state == "released"  # the unit belongs to the other order; this one is paid and oversold
+        assert [(r["subject_id"], r["order_id"]) for r in oversold] == [(order_id, order_id)]
+        assert oversold[0]["details"] == {"products": [product]}
+        assert len(oversold_logged) == 1
+    else:
+        assert state == "committed"
+        assert oversold == [] and oversold_logged == []

@@ -11,7 +11,6 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from gateway import stock
 from gateway import stripe_payload as sp
 from gateway.orders import transitions as t
 from gateway.orders.queries import (
@@ -72,12 +71,9 @@ async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change
 
     await unit.change_order(order.id, change)
     if target == t.PAID:
-        result = await stock.commit_for_order(unit.con, order.id)
-        if result.oversold:
-            log.warning("stock oversold on a late payment", extra={"orderId": order.id, "status": target})
-            unit.audit("stock.oversold", "order", order.id, order_id=order.id, products=result.oversold)
+        await unit.commit_stock(order.id)
     elif target in t.RELEASING:
-        await stock.release_for_order(unit.con, order.id, f"order_{target}")
+        await unit.release_stock(order.id, f"order_{target}")
     unit.audit(f"order.{target}", "order", order.id, order_id=order.id, previous=order.status, reason=change.reason)
     _publish(unit, order, change)
     order.status = target
