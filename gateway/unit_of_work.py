@@ -1,10 +1,10 @@
-"""A unit of work: an order's change, its payment row, the audit rows and bridge (outbox) events a business change
-produces, written in the same transaction.
+"""A unit of work: an order's change, its payment row, its stock moves, the audit rows and bridge (outbox) events a
+business change produces, written in the same transaction.
 
-Business code records what happens (`unit.change_order(...)`, `unit.record_payment(...)`, `unit.audit(...)`,
-`unit.publish(...)`); `flush()` writes all of it in one statement (one round trip), together with the webhook
-ledger row in its final state, and announces new bridge events with NOTIFY (delivered by PostgreSQL only when the
-transaction commits).
+Business code records what happens (`unit.change_order(...)`, `unit.record_payment(...)`, `unit.commit_stock(...)`,
+`unit.release_stock(...)`, `unit.audit(...)`, `unit.publish(...)`); `flush()` writes all of it in one statement
+(one round trip), together with the webhook ledger row in its final state, and announces new bridge events with
+NOTIFY (delivered by PostgreSQL only when the transaction commits).
 """
 
 from __future__ import annotations
@@ -174,14 +174,14 @@ class UnitOfWork:
         """The order's reservations become sales (flush() writes it; an earlier commit is written now). Units
         released meanwhile and sold to others are logged and audited as oversold."""
         if self.stock_commit is not None:
-            oversold = (await self.con.fetchrow(stock.COMMIT_FOR_ORDER, self.stock_commit))["oversold"]
-            self._oversold(self.stock_commit, oversold, audit=True)
+            result = await stock.commit_for_order(self.con, self.stock_commit)
+            self._oversold(self.stock_commit, result.oversold, audit=True)
         self.stock_commit = order_id
 
     async def release_stock(self, order_id: str, reason: str) -> None:
         """The order's held units go back to stock (flush() writes it; an earlier release is written now)."""
         if self.stock_release is not None:
-            await self.con.execute(stock.RELEASE_FOR_ORDER, *self.stock_release)
+            await stock.release_for_order(self.con, *self.stock_release)
         self.stock_release = (order_id, reason)
 
     def _oversold(self, order_id: str, products: list[int], *, audit: bool) -> None:
@@ -241,13 +241,14 @@ class UnitOfWork:
             self.stock_commit,
             *(self.stock_release or (None, None)),
         )
-        if self.stock_commit is not None:
-            self._oversold(self.stock_commit, row["oversold"], audit=False)  # audited by the statement
+        committed_for = self.stock_commit
         self.audits.clear()
         self.events.clear()
         self.order_change = self.payment = self.stock_commit = self.stock_release = None
         if not row["settled"]:
             return False
+        if committed_for is not None:
+            self._oversold(committed_for, row["oversold"], audit=False)  # the statement wrote its audit row
         for event_type in row["types"]:
             metrics.BRIDGE_EVENTS_PUBLISHED.labels(event_type).inc()
         return True

@@ -1,8 +1,8 @@
 """One-time payments: checkout sessions, payment intents, refunds and disputes move orders and their stock.
 
 Every handler locks the order row first (gateway.orders.queries.lock_order), decides with the state machine
-(gateway.orders.transitions), then records the order's change, its payment row, audit rows and bridge events in
-the unit of work (written together by its flush) and moves the stock, all in the caller's transaction.
+(gateway.orders.transitions), then records the order's change, its payment row, its stock moves, audit rows and
+bridge events in the unit of work, which writes them together in the caller's transaction.
 """
 
 from __future__ import annotations
