@@ -28,3 +28,7 @@ WORKER_INDEX = web.AppKey("worker_index", int)
 SCRAPE_HOOKS: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("scrape_hooks")
 STRIPE_CLIENT: web.AppKey[StripeClient] = web.AppKey("stripe_client")
 ACCESS_TOKENS: web.AppKey[AccessTokenIssuer] = web.AppKey("access_tokens")  # local accounts only
+# aiohttp-cors's response hooks, called by the edge layer for requests with an Origin (gateway/middleware/cors.py)
+CORS_RESPONSE_HOOKS: web.AppKey[list[Callable[[web.Request, web.StreamResponse], Awaitable[object]]]] = web.AppKey(
+    "cors_response_hooks"
+)

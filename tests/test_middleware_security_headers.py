@@ -11,9 +11,9 @@ from aiohttp import web
 
 from gateway.auth.tokens import token_verifier_ctx
 from gateway.middleware import build_middlewares
-from gateway.middleware.security_headers import HSTS, STATIC_HEADERS
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.routing import route_options
+from gateway.security_headers import HSTS, STATIC_HEADERS
 from gateway.settings import Settings
 from tests.conftest import make_settings
 from tests.platform_app import tiny_app

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.middleware import Layer, route_stack
+from gateway.middleware import Layer, route_chains
 from gateway.routing import route_options
 
 
@@ -27,6 +27,17 @@ def recording_layers(seen: list[str]) -> list[Layer]:
     ]
 
 
+def stack(layers: list[Layer]) -> Any:
+    """The composed chains in a middleware of their own (the gateway runs them inside its edge layer)."""
+    chain_for = route_chains(layers)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await chain_for(request, handler)(request)
+
+    return middleware
+
+
 @route_options(rate_limit=None)
 async def probe(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
@@ -39,7 +50,7 @@ async def api(request: web.Request) -> web.Response:
 
 async def test_each_route_runs_only_its_layers_in_order(aiohttp_client: Any) -> None:
     seen: list[str] = []
-    app = web.Application(middlewares=[route_stack(recording_layers(seen))])
+    app = web.Application(middlewares=[stack(recording_layers(seen))])
     app.router.add_get("/probe", probe)
     app.router.add_get("/api", api)
     client = await aiohttp_client(app)
@@ -55,7 +66,7 @@ async def test_each_route_runs_only_its_layers_in_order(aiohttp_client: Any) -> 
 
 async def test_unmatched_requests_pass_every_layer_their_options_ask_for(aiohttp_client: Any) -> None:
     seen: list[str] = []
-    app = web.Application(middlewares=[route_stack(recording_layers(seen))])
+    app = web.Application(middlewares=[stack(recording_layers(seen))])
     app.router.add_get("/probe", probe)
     client = await aiohttp_client(app)
 

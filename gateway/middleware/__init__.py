@@ -1,12 +1,11 @@
 """The middleware stack. Its order is set here and nowhere else (outside in).
 
-Each layer names the routes it applies to, from the options the route declares (`gateway.routing`). The stack
-is composed once per route from the layers that apply, so a probe does not pass through host checks, rate
+The edge layer (`edge.py`: request id, error mapper, access log + metrics) wraps every request. Each layer inside
+it names the routes it applies to, from the options the route declares (`gateway.routing`); the chain inside the
+edge is composed once per route from the layers that apply, so a probe does not pass through host checks, rate
 limiting, body limits and authentication it has none of. A request no route matches (404, 405) gets the layers
-of `UNMATCHED_OPTIONS`: host check, public rate limit and body limit.
-
-The outermost layer (`edge`) is the request id, the error mapper and the access log + metrics, in that order, in
-one coroutine; it also stamps the security headers on every answer, the error mapper's included.
+of `UNMATCHED_OPTIONS`: host check, public rate limit and body limit. The edge also stamps the security headers
+on every answer, the error mapper's included.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 from gateway.middleware.auth import auth_middleware
 from gateway.middleware.body_limit import body_limit_middleware
 from gateway.middleware.cors import cors_preflight_middleware
-from gateway.middleware.edge import edge_middleware
+from gateway.middleware.edge import RouteChain, edge_middleware
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
 from gateway.routing import UNMATCHED_OPTIONS, RouteOptions, options_for
@@ -39,8 +38,8 @@ def _every_route(options: RouteOptions) -> bool:
 
 
 def build_layers(settings: Settings) -> list[Layer]:
+    """The layers inside the edge, outside in."""
     return [
-        Layer(edge_middleware(settings), _every_route),  # request id -> error mapper -> access log + metrics
         Layer(trusted_hosts_middleware(settings), lambda options: options.check_host),
         Layer(cors_preflight_middleware(), lambda options: options.cors),
         Layer(rate_limit_middleware(), lambda options: options.rate_limit is not None),
@@ -56,23 +55,22 @@ def compose(layers: list[Layer], handler: Handler, options: RouteOptions) -> Han
     return handler
 
 
-def route_stack(layers: list[Layer]) -> Middleware:
-    """One aiohttp middleware that runs, for each route, the layers that apply to it (composed once)."""
-    stacks: dict[web.AbstractRoute, Handler] = {}
+def route_chains(layers: list[Layer]) -> RouteChain:
+    """For each route, its handler wrapped in the layers that apply to it (composed once per route)."""
+    chains: dict[web.AbstractRoute, Handler] = {}
 
-    @web.middleware
-    async def stack(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def chain_for(request: web.Request, handler: Handler) -> Handler:
         match_info = request.match_info
         if match_info.http_exception is not None:  # aiohttp makes a new system route for each of these
-            return await compose(layers, handler, UNMATCHED_OPTIONS)(request)
-        route = match_info.route
-        composed = stacks.get(route)
-        if composed is None:
-            composed = stacks[route] = compose(layers, handler, options_for(request))
-        return await composed(request)
+            return compose(layers, handler, UNMATCHED_OPTIONS)
+        chain = chains.get(match_info.route)
+        if chain is None:
+            chain = chains[match_info.route] = compose(layers, handler, options_for(request))
+        return chain
 
-    return stack
+    return chain_for
 
 
 def build_middlewares(settings: Settings) -> list[Middleware]:
-    return [route_stack(build_layers(settings))]
+    """Outside in: the edge (request id -> error mapper -> access log + metrics), then the route's layers."""
+    return [edge_middleware(settings, route_chain=route_chains(build_layers(settings)))]

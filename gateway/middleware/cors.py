@@ -2,7 +2,9 @@
 
 aiohttp-cors answers preflights from an OPTIONS route it adds to each CORS-enabled resource. The middleware
 below sends a preflight straight to that handler, so preflights are answered here, before rate limiting, body
-limits and authentication. `Vary: Origin` is added to every answer by the security headers signal.
+limits and authentication. The CORS headers of other answers (errors included) are added by aiohttp-cors's
+response hook, which the edge layer calls for requests with an Origin header (`complete_answer`). `Vary: Origin`
+is added to every answer with the security headers.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import aiohttp_cors
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from gateway import keys
 from gateway.routing import declared_options
 from gateway.settings import Settings
 
@@ -34,25 +37,24 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
     }
     signals_before = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults=defaults)
-    # aiohttp-cors looks the route's configuration up for every answer before it checks for an Origin header. A
-    # request without one (webhooks, probes, server-to-server calls) is no CORS request: skip that work.
-    app.on_response_prepare[signals_before:] = [
-        _with_origin_only(receiver) for receiver in app.on_response_prepare[signals_before:]
-    ]
+    # aiohttp-cors installs its response hook as an on_response_prepare signal, run for every answer. A request
+    # without an Origin header (webhooks, probes, server-to-server calls) is no CORS request: the edge layer calls
+    # the hook only for requests that have one.
+    hooks: list[Callable[[web.Request, web.StreamResponse], Awaitable[object]]] = list(
+        app.on_response_prepare[signals_before:]
+    )
+    app[keys.CORS_RESPONSE_HOOKS] = hooks
+    del app.on_response_prepare[signals_before:]
     for route in list(app.router.routes()):
         options = declared_options(route.handler)
         if route.method != hdrs.METH_OPTIONS and options is not None and options.cors:
             cors.add(route)
 
 
-def _with_origin_only(
-    receiver: Callable[[web.Request, web.StreamResponse], Awaitable[object]],
-) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        if hdrs.ORIGIN in request.headers:
-            await receiver(request, response)
-
-    return on_response_prepare
+async def complete_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """Add the CORS headers of a request with an Origin header to its answer (before the answer is prepared)."""
+    for hook in request.config_dict.get(keys.CORS_RESPONSE_HOOKS, ()):
+        await hook(request, response)
 
 
 def is_preflight(request: web.Request) -> bool:

@@ -3,7 +3,8 @@
 1. request id: the request's id and context (client address included), in a contextvar for every log line;
 2. error mapper: any exception from the layers inside becomes the one JSON error answer (`errors.error_answer`);
 3. access log and HTTP metrics, with the status actually answered;
-4. the request id and the security headers stamped on every answer, errors and redirects included.
+4. the request id and the security headers stamped on every answer, errors and redirects included, and the
+   CORS headers for requests with an Origin header.
 
 They are one layer rather than three nested ones: each layer is a coroutine per request, and these three wrap
 every request the gateway answers.
@@ -12,18 +13,26 @@ every request the gateway answers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway import client_address, context
 from gateway.metrics import HTTP
-from gateway.middleware import access, request_id
+from gateway.middleware import access, cors, request_id
 from gateway.middleware.errors import error_answer
 from gateway.settings import Settings
 
+# The handler wrapped in the layers that apply to the request's route (gateway/middleware/__init__.py).
+RouteChain = Callable[[web.Request, Handler], Handler]
 
-def edge_middleware(settings: Settings) -> Middleware:
+
+def _handler_alone(request: web.Request, handler: Handler) -> Handler:
+    return handler
+
+
+def edge_middleware(settings: Settings, *, route_chain: RouteChain = _handler_alone) -> Middleware:
     trusted = client_address.parse_networks(settings.trusted_proxies)
     show_trace = settings.debug and not settings.is_production
 
@@ -37,13 +46,15 @@ def edge_middleware(settings: Settings) -> Middleware:
         HTTP.in_flight += 1
         try:
             try:
-                response = await handler(request)
+                response = await route_chain(request, handler)(request)
             except Exception as exc:
                 response = error_answer(exc, show_trace=show_trace)
             status = response.status
         except web.HTTPException as exc:  # redirects (< 400) leave as exceptions; aiohttp answers them
             status = exc.status
             request_id.stamp(exc.headers, ctx)
+            if hdrs.ORIGIN in request.headers:
+                await cors.complete_answer(request, exc)
             raise
         finally:
             HTTP.in_flight -= 1
@@ -51,6 +62,8 @@ def edge_middleware(settings: Settings) -> Middleware:
             context.current.reset(token)
         if not response.prepared:
             request_id.stamp(response.headers, ctx)
+            if hdrs.ORIGIN in request.headers:
+                await cors.complete_answer(request, response)
         return response
 
     return edge

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway import client_address, context
-from gateway.middleware import security_headers
+from gateway import client_address, context, security_headers
 from gateway.routing import route_label
 
 

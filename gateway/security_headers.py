@@ -25,28 +25,35 @@ HSTS = "max-age=63072000; includeSubDomains"
 CACHE_CONTROL = istr("Cache-Control")
 VARY = istr("Vary")
 STRICT_TRANSPORT_SECURITY = istr("Strict-Transport-Security")
-# Built once: updating from a CIMultiDict copies its keys as they are.
+_MARKER = istr("X-Content-Type-Options")  # present: the answer started from JSON_DEFAULTS
+# Built once: updating from (or copying) a CIMultiDict takes its keys as they are.
 _STATIC = CIMultiDict(STATIC_HEADERS)
-# The common answer sets neither Cache-Control nor Vary: one update covers it.
 _STATIC_NOT_STORED = CIMultiDict({**STATIC_HEADERS, CACHE_CONTROL: "no-store", VARY: "Origin"})
+# What every JSON answer starts from (gateway.responses.json_response): the static headers and the defaults
+# below, one copy of a ready dict; `apply` then only completes it. A handler's own headers are merged over it.
+JSON_DEFAULTS = CIMultiDict({**_STATIC_NOT_STORED, "Content-Type": "application/json"})
 
 
 def apply(headers: CIMultiDict[str], *, secure: bool, authenticated: bool) -> None:
-    """Add the security headers to an answer's headers.
+    """Complete an answer's headers with the security headers.
 
     `Cache-Control: no-store` unless a public answer chose its own cache policy (an authenticated answer is
     never stored); `Vary: Origin` always, after any Vary the handler set; HSTS when the request came over HTTPS.
     """
-    if CACHE_CONTROL not in headers and VARY not in headers:
-        headers.update(_STATIC_NOT_STORED)
-    else:
-        headers.update(_STATIC)
-        if authenticated or CACHE_CONTROL not in headers:
-            headers[CACHE_CONTROL] = "no-store"
-        vary = headers.get(VARY)
-        if not vary:
-            headers[VARY] = "Origin"
-        elif "origin" not in vary.lower():
-            headers[VARY] = f"{vary}, Origin"
+    if _MARKER not in headers:  # not built by json_response: a preflight, a redirect, a 304 ...
+        if CACHE_CONTROL not in headers and VARY not in headers:
+            headers.update(_STATIC_NOT_STORED)
+            authenticated = False  # no-store is set
+        else:
+            headers.update(_STATIC)
+            if CACHE_CONTROL not in headers:
+                headers[CACHE_CONTROL] = "no-store"
+    if authenticated:
+        headers[CACHE_CONTROL] = "no-store"
+    vary = headers.get(VARY)
+    if not vary:
+        headers[VARY] = "Origin"
+    elif vary != "Origin" and "origin" not in vary.lower():
+        headers[VARY] = f"{vary}, Origin"
     if secure:
         headers[STRICT_TRANSPORT_SECURITY] = HSTS
