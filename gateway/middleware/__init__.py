@@ -33,10 +33,6 @@ class Layer:
     applies: Callable[[RouteOptions], bool]
 
 
-def _every_route(options: RouteOptions) -> bool:
-    return True
-
-
 def build_layers(settings: Settings) -> list[Layer]:
     """The layers inside the edge, outside in."""
     return [
