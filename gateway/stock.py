@@ -11,13 +11,14 @@ from dataclasses import dataclass
 import asyncpg
 
 # The commit and the release are written as CTEs ($1: the order, NULL for none) so that the unit of work can run
-# them inside its single statement (gateway/unit_of_work.py); their names do not clash with its own.
+# them inside its single statement (gateway/unit_of_work.py); their names do not clash with its own. The unit of
+# work turns `/* gate */` into its condition (nothing is written unless its ledger row is).
 
 # held -> committed, and released -> committed when the stock can be taken again (payment after a release).
 COMMIT_CTES = """
 stock_commit_res AS (
     SELECT id, product_id, quantity, state FROM stock_reservations
-    WHERE order_id = $1::uuid AND state IN ('held', 'released')
+    WHERE order_id = $1::uuid AND state IN ('held', 'released') /* gate */
     ORDER BY product_id
     FOR UPDATE
 ), stock_commit_locked AS (
@@ -51,7 +52,7 @@ COMMIT_FOR_ORDER = "".join(["WITH", COMMIT_CTES, _COMMIT_RESULT])
 RELEASE_CTES = """
 stock_release_res AS (
     UPDATE stock_reservations SET state = 'released', release_reason = $2, updated_at = now()
-    WHERE order_id = $1::uuid AND state = 'held'
+    WHERE order_id = $1::uuid AND state = 'held' /* gate */
     RETURNING product_id, quantity
 ), stock_release_locked AS (
     SELECT p.id FROM products p WHERE p.id IN (SELECT product_id FROM stock_release_res) ORDER BY p.id FOR UPDATE

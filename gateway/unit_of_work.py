@@ -4,22 +4,34 @@ business change produces, written in the same transaction.
 Business code records what happens (`unit.change_order(...)`, `unit.record_payment(...)`, `unit.commit_stock(...)`,
 `unit.release_stock(...)`, `unit.audit(...)`, `unit.publish(...)`); `flush()` writes all of it in one statement
 (one round trip), together with the webhook ledger row in its final state, and announces new bridge events with
-NOTIFY (delivered by PostgreSQL only when the transaction commits).
+NOTIFY (delivered by PostgreSQL only when the transaction commits). Nothing in that statement is written unless
+the ledger row is (the `gate`).
+
+Two modes:
+
+- **Locked**: inside the caller's transaction. `lock_order()` locks the order row; the caller commits.
+- **Optimistic** (`snapshot` given): no transaction is open. `lock_order()` returns the order the caller read
+  beforehand, with its row version (PostgreSQL's `xmin`, which every update of the row changes), and `flush()`
+  is the whole transaction: its first step locks the order row only if it still has that version, and writes
+  nothing otherwise (`NeedsTransaction`). A handler that sends a statement itself (`unit.con`) also raises
+  `NeedsTransaction` before anything is sent. The caller then runs the event again in locked mode. The outcome is
+  the one the locked mode gives: the decision was taken on the row as it is when the write commits.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
 from gateway import metrics, stock
 from gateway.bridge.registry import validate_event
-from gateway.orders.queries import UPDATE_ORDER, UPSERT_PAYMENT, OrderChange, Payment
+from gateway.orders import queries
+from gateway.orders.queries import UPDATE_ORDER, UPSERT_PAYMENT, Order, OrderChange, OrderKeys, Payment
 
 BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
@@ -36,17 +48,25 @@ def _shifted(statement: str, offset: int) -> str:
     return re.sub(r"\$(\d+)", lambda match: f"${int(match[1]) + offset}", statement)
 
 
+# Optimistic mode ($49: the order, $50: the row version read): the order row is locked first, and only if it
+# still has that version; no `gate` row, nothing written. Locked mode: $49 is NULL and the gate is open.
 # The ledger row is written once, in its final state: inserted, or taken over when an earlier attempt failed
 # (or the kill switch left it `received`). No row back from `ledger` means another delivery of the same event
-# settled it first; the caller then rolls the whole transaction back (gateway/webhooks/ledger.py).
+# settled it first: every other write depends on `ledger`, so nothing is written, and in locked mode the caller
+# rolls the whole transaction back (gateway/webhooks/ledger.py).
 _FLUSH_LEDGER_AUDIT_BRIDGE = """
-WITH ledger AS (
+WITH guard AS (
+    SELECT id FROM orders WHERE id = $49::uuid AND xmin = $50::xid FOR UPDATE
+), gate AS (
+    SELECT WHERE $49::uuid IS NULL OR EXISTS (SELECT FROM guard)
+), ledger AS (
     INSERT INTO webhook_events (
         stripe_event_id, type, api_version, livemode, stripe_created, status, outcome_reason, attempts, request_id,
         order_id, checkout_session_id, payment_intent_id, charge_id, subscription_id, customer_id, payload,
         processed_at)
-    VALUES ($2, $14, $15, $16, $17, $18, $19, 1, $3, $20::uuid, $21, $22, $23, $24, $25, $26,
-            CASE WHEN $18 = 'received' THEN NULL ELSE now() END)
+    SELECT $2, $14, $15, $16, $17, $18, $19, 1, $3, $20::uuid, $21, $22, $23, $24, $25, $26,
+           CASE WHEN $18 = 'received' THEN NULL ELSE now() END
+    FROM gate
     ON CONFLICT (stripe_event_id) DO UPDATE SET
         status = EXCLUDED.status,
         outcome_reason = EXCLUDED.outcome_reason,
@@ -62,8 +82,9 @@ WITH ledger AS (
     SELECT $1, a.action, a.subject_type, a.subject_id, a.order_id, $2, $3, a.details
     FROM unnest($4::text[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[])
          AS a(action, subject_type, subject_id, order_id, details)
+    WHERE EXISTS (SELECT FROM ledger)
 ), bridge_lock AS (
-    SELECT pg_advisory_xact_lock_shared($13) WHERE cardinality($10::text[]) > 0
+    SELECT pg_advisory_xact_lock_shared($13) WHERE cardinality($10::text[]) > 0 AND EXISTS (SELECT FROM ledger)
 ), bridge AS (
     INSERT INTO bridge_events (event_type, user_id, app_source, payload, metadata, source_event_id)
     SELECT b.event_type, b.user_id, $9, b.payload, $27, $2
@@ -80,7 +101,8 @@ stock_oversold_audit AS (
     WHERE cardinality(products) > 0
 )"""
 _FLUSH_RESULT = """
-SELECT (SELECT count(*) FROM ledger) AS settled,
+SELECT (SELECT count(*) FROM gate) AS gated,
+       (SELECT count(*) FROM ledger) AS settled,
        (SELECT products FROM stock_oversold) AS oversold,
        count(pg_notify($28, bridge.id::text || ':' || bridge.event_type)) AS published,
        coalesce(array_agg(bridge.event_type), '{}') AS types
@@ -101,12 +123,32 @@ FLUSH = "".join(
         _shifted(stock.RELEASE_CTES, 46),  # $47-$48
         _FLUSH_RESULT,
     ]
-)
+).replace("/* gate */", "AND EXISTS (SELECT FROM ledger)")
 
 
 _NO_ORDER_CHANGE = (None,) * 11
 _NO_PAYMENT = (None,) * 6
 log = logging.getLogger("gateway.stock")
+
+
+class NeedsTransaction(Exception):
+    """An optimistic unit of work cannot finish without a transaction and row locks: nothing was written; run the
+    work again in locked mode."""
+
+
+class _Detached:
+    """`unit.con` of an optimistic unit of work: a handler that sends a statement itself needs a transaction."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise NeedsTransaction(f"statement sent outside flush() ({name})")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What an optimistic unit of work starts from: the order found by `keys`, read without a lock (None: none)."""
+
+    keys: OrderKeys
+    order: Order | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,17 +188,39 @@ class LedgerEntry:
 
 @dataclass
 class UnitOfWork:
-    con: asyncpg.Connection
+    con: asyncpg.Connection  # for handlers' own statements; a stand-in that raises in optimistic mode
     actor: str
     source_event_id: str  # the Stripe event id
     request_id: str | None
     app_source: str = "website"
+    snapshot: Snapshot | None = None  # given: optimistic mode
+    guard: Order | None = None  # optimistic mode: the order the decision was taken on
     audits: list[AuditEntry] = field(default_factory=list)
     events: list[BridgeEvent] = field(default_factory=list)
     order_change: tuple[str, OrderChange] | None = None
     payment: Payment | None = None
     stock_commit: str | None = None  # order id
     stock_release: tuple[str, str] | None = None  # order id, reason
+    writer: asyncpg.Connection = field(init=False)  # flush() writes through it
+
+    def __post_init__(self) -> None:
+        self.writer = self.con
+        if self.snapshot is not None:
+            self.con = cast(asyncpg.Connection, _Detached())
+
+    async def lock_order(self, keys: OrderKeys) -> Order | None:
+        """The order an event is about, its row locked until the transaction ends (None: no such order).
+
+        Optimistic mode: the snapshot's order (a copy), for the snapshot's keys only; flush() then writes only if
+        the row has not changed since it was read."""
+        if self.snapshot is None:
+            return await queries.lock_order(self.con, keys)
+        if keys != self.snapshot.keys or self.guard is not None:
+            raise NeedsTransaction("a second order look-up")
+        if self.snapshot.order is None:
+            return None
+        self.guard = self.snapshot.order
+        return replace(self.snapshot.order)
 
     async def change_order(self, order_id: str, change: OrderChange) -> None:
         """Written by flush(). A statement may update a row only once: an earlier change is written now."""
@@ -205,8 +269,10 @@ class UnitOfWork:
         events in one statement.
 
         False when another delivery of the same event settled its ledger row first (nothing may then commit).
+        Optimistic mode: the statement is the whole transaction; NeedsTransaction when the order row changed
+        since it was read (nothing written).
         """
-        row = await self.con.fetchrow(
+        row = await self.writer.fetchrow(
             FLUSH,
             self.actor,
             self.source_event_id,
@@ -240,11 +306,15 @@ class UnitOfWork:
             *(self.payment.params() if self.payment else _NO_PAYMENT),
             self.stock_commit,
             *(self.stock_release or (None, None)),
+            self.guard.id if self.guard else None,
+            self.guard.version if self.guard else None,
         )
         committed_for = self.stock_commit
         self.audits.clear()
         self.events.clear()
         self.order_change = self.payment = self.stock_commit = self.stock_release = None
+        if not row["gated"]:
+            raise NeedsTransaction("the order changed since it was read")
         if not row["settled"]:
             return False
         if committed_for is not None:

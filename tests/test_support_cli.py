@@ -156,9 +156,10 @@ def test_find_needs_exactly_one_key(settings: Settings) -> None:
 
 def failing_once(calls: list[str]) -> Any:
     async def handler(unit: UnitOfWork, event: StripeEvent) -> Outcome:
-        calls.append(event.id)
-        # A real write first, so the test also proves the failed attempt's changes were rolled back.
+        # A real write first, so the test also proves the failed attempt's changes were rolled back. (In optimistic
+        # mode it raises NeedsTransaction before anything is sent: the event runs again locked, counted here.)
         await unit.con.execute("UPDATE orders SET status_reason = 'half-done'")
+        calls.append(event.id)
         raise RuntimeError("simulated handler bug")
 
     return handler

@@ -10,10 +10,10 @@ from datetime import datetime
 import asyncpg
 
 # One indexed look-up per key, the order id first: the same (generic) plan serves every call, where an OR of
-# the four keys was planned again on each execution.
-LOCK_ORDER = """
+# the four keys was planned again on each execution. $1-$4: the keys (lookup_params).
+FIND_ORDER = """
 SELECT id::text, user_id, status, amount_total, amount_refunded, currency, stripe_checkout_session_id,
-       stripe_payment_intent_id, stripe_charge_id, stripe_customer_id, paid_at
+       stripe_payment_intent_id, stripe_charge_id, stripe_customer_id, paid_at, xmin AS version
 FROM orders
 WHERE id = (
     SELECT match.id FROM (
@@ -25,8 +25,8 @@ WHERE id = (
     ORDER BY match.rank
     LIMIT 1
 )
-FOR UPDATE
 """
+LOCK_ORDER = FIND_ORDER + "FOR UPDATE\n"
 
 # A Checkout Session we did not create (Payment Link, dashboard): the order is made from the session itself.
 CREATE_ORDER_FROM_SESSION = """
@@ -48,15 +48,16 @@ UPDATE orders SET
     paid_at = least(paid_at, $10::timestamptz),  -- NULLs ignored: the earliest payment time seen wins
     amount_refunded = greatest(amount_refunded, $11),
     updated_at = now()
-WHERE id = $1::uuid
+WHERE id = $1::uuid /* gate */
 """
 
 # Both run as part of the unit of work's single statement (gateway/unit_of_work.py), where a NULL $1 (no change,
-# no payment) makes them no-ops.
+# no payment) makes them no-ops. There `/* gate */` becomes a condition: nothing is written unless the ledger row
+# is.
 UPSERT_PAYMENT = """
 INSERT INTO payments (order_id, stripe_payment_intent_id, stripe_charge_id, amount, currency, status)
 SELECT $1::uuid, $2::text, $3::text, $4::bigint, $5::text, $6::text
-WHERE $1::uuid IS NOT NULL
+WHERE $1::uuid IS NOT NULL /* gate */
 ON CONFLICT (stripe_payment_intent_id) DO UPDATE SET
     stripe_charge_id = coalesce(payments.stripe_charge_id, EXCLUDED.stripe_charge_id),
     status = CASE WHEN payments.status = 'succeeded' THEN payments.status ELSE EXCLUDED.status END,
@@ -99,6 +100,8 @@ class Order:
     stripe_charge_id: str | None
     stripe_customer_id: str | None
     paid_at: datetime | None
+    # The row version read (PostgreSQL's xmin): an optimistic write applies only while the row still has it.
+    version: int
 
 
 @dataclass(slots=True)
@@ -120,16 +123,24 @@ def valid_uuid(value: str | None) -> str | None:
         return None
 
 
+def lookup_params(keys: OrderKeys) -> tuple[str | None, str | None, str | None, str | None] | None:
+    """$1-$4 of FIND_ORDER and LOCK_ORDER; None when the event names no order at all."""
+    order_id = valid_uuid(keys.order_id)
+    if not any((order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)):
+        return None
+    return order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id
+
+
 async def lock_order(con: asyncpg.Connection, keys: OrderKeys) -> Order | None:
     """Find the order an event is about and lock its row for the rest of the transaction.
 
     Every handler locks the order row first (and products only after it, in id order), so two events about
     one order are serialised and cannot deadlock.
     """
-    order_id = valid_uuid(keys.order_id)
-    if not any((order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)):
+    params = lookup_params(keys)
+    if params is None:
         return None
-    row = await con.fetchrow(LOCK_ORDER, order_id, keys.checkout_session_id, keys.payment_intent_id, keys.charge_id)
+    row = await con.fetchrow(LOCK_ORDER, *params)
     return Order(**dict(row)) if row else None
 
 

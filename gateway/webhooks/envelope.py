@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
 
+from gateway import stripe_payload as sp
 from gateway.errors import BadRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StripeEvent:
     id: str
     type: str
@@ -19,6 +21,11 @@ class StripeEvent:
     livemode: bool
     object: dict[str, Any]
     raw: dict[str, Any]
+
+    @cached_property
+    def ids(self) -> sp.RelatedIds:
+        """The ids the event names (order, session, payment intent, charge, ...), read once."""
+        return sp.related_ids(self.type, self.object)
 
 
 def parse_event(body: bytes, *, required_livemode: bool | None) -> StripeEvent:

@@ -1,16 +1,25 @@
 """The webhook ledger and the one transaction per delivery.
 
-    read the ledger row's status                                     -- already applied: duplicate, no transaction
+    read the ledger row's status and the order the event names     -- already applied: duplicate, no transaction
+    run the handler on that order (optimistic unit of work)
+    write everything in one statement, its own transaction:        -- only then does the view answer 200
+        lock the order row if it is unchanged since it was read, the ledger row in its final state, the order's
+        change, payment, stock moves, audit rows and bridge events
+
+Two round trips for most events. When the handler needs more than the order row (it sends statements of its own:
+a refund's sum, an order created from a Checkout Session, subscriptions) or the order changed in between, nothing
+was written and the event runs again in locked mode:
+
     BEGIN
     run the handler: lock the order, apply the transition, stock, payments
     write the ledger row in its final state, the audit rows and the bridge events (one statement)
-    COMMIT                                                           -- only then does the view answer 200
+    COMMIT
 
 The ledger row is written once, at the end, so it never has to be rewritten with its payload. Concurrent
 deliveries of one event: the second one waits on the first one's row locks (the order, then the ledger row's
-unique key), finds the row settled when it writes its own, and rolls back everything it did: duplicate. A
-handler exception rolls everything back; the failure is then recorded in its own short transaction so the next
-delivery (or `gateway events replay`) processes the event again.
+unique key), finds the row settled when it writes its own, and writes nothing: duplicate. A handler exception
+rolls everything back; the failure is then recorded in its own short transaction so the next delivery (or
+`gateway events replay`) processes the event again.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ from typing import Literal
 
 import asyncpg
 
-from gateway import stripe_payload as sp
 from gateway.db.errors import UNAVAILABLE_ERRORS
-from gateway.unit_of_work import LedgerEntry, UnitOfWork
+from gateway.orders.queries import FIND_ORDER, Order, lookup_params
+from gateway.unit_of_work import LedgerEntry, NeedsTransaction, Snapshot, UnitOfWork
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers import HANDLERS
+from gateway.webhooks.handlers.orders import order_keys
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -35,7 +45,16 @@ LedgerStatus = Literal["processed", "ignored", "stale", "received", "duplicate"]
 # Statuses of an event that was applied: a new delivery of it is a duplicate. `failed` and `received` (the kill
 # switch) are processed again.
 SETTLED_STATUSES = frozenset({"processed", "ignored", "stale"})
-LEDGER_STATUS = "SELECT status FROM webhook_events WHERE stripe_event_id = $1"
+# The ledger row's status and the order the event names (FIND_ORDER's $1-$4), read without a lock.
+PEEK = "".join(
+    [
+        "SELECT (SELECT status FROM webhook_events WHERE stripe_event_id = $5) AS ledger_status, found.*\n",
+        "FROM (VALUES (1)) AS one (x) LEFT JOIN LATERAL (",
+        FIND_ORDER,
+        ") AS found ON true\n",
+    ]
+)
+_NO_KEYS = (None, None, None, None)
 
 RECORD_FAILURE = """
 INSERT INTO webhook_events (
@@ -71,7 +90,7 @@ def ledger_entry(
     event: StripeEvent, status: str, reason: str | None = None, order_id: str | None = None
 ) -> LedgerEntry:
     """The ledger row of `event` in its final state."""
-    ids = sp.related_ids(event.type, event.object)
+    ids = event.ids
     return LedgerEntry(
         event_type=event.type,
         api_version=event.api_version,
@@ -89,11 +108,9 @@ def ledger_entry(
     )
 
 
-async def process(
-    con: asyncpg.Connection, event: StripeEvent, *, request_id: str | None, app_source: str, handlers_enabled: bool
-) -> IngestResult:
-    """Run the handler inside the caller's transaction and settle the ledger row with it."""
-    unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id, app_source=app_source)
+async def process(unit: UnitOfWork, event: StripeEvent, *, handlers_enabled: bool) -> IngestResult:
+    """Run the handler and settle the ledger row with its changes (optimistic mode: the flush is the transaction;
+    locked mode: inside the caller's)."""
     handler = HANDLERS.get(event.type)
     if not handlers_enabled:
         # Kill switch: verified and durable, applied later by `gateway events replay --pending`.
@@ -111,14 +128,36 @@ async def process(
 async def ingest(
     pool: asyncpg.Pool, event: StripeEvent, *, request_id: str | None, handlers_enabled: bool, app_source: str
 ) -> IngestResult:
+    def unit(con: asyncpg.Connection, snapshot: Snapshot | None = None) -> UnitOfWork:
+        return UnitOfWork(
+            con,
+            actor="stripe",
+            source_event_id=event.id,
+            request_id=request_id,
+            app_source=app_source,
+            snapshot=snapshot,
+        )
+
     async with pool.acquire() as con:
-        if await con.fetchval(LEDGER_STATUS, event.id) in SETTLED_STATUSES:
+        keys = order_keys(event)
+        peek = await con.fetchrow(PEEK, *(lookup_params(keys) or _NO_KEYS), event.id)
+        if peek["ledger_status"] in SETTLED_STATUSES:
             return IngestResult("duplicate")
+        order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"}) if peek["id"] else None
+        try:
+            return await process(unit(con, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
+        except SettledMeanwhile:
+            return IngestResult("duplicate")
+        except UNAVAILABLE_ERRORS:
+            raise  # 503: Stripe retries; nothing was committed
+        except NeedsTransaction as exc:
+            log.debug("webhook event runs in locked mode", extra={"reason": str(exc)})
+        except Exception as exc:
+            # Nothing was written; the locked mode meets the same failure again and records it.
+            log.debug("optimistic attempt failed", exc_info=exc)
         try:
             async with con.transaction():
-                return await process(
-                    con, event, request_id=request_id, app_source=app_source, handlers_enabled=handlers_enabled
-                )
+                return await process(unit(con), event, handlers_enabled=handlers_enabled)
         except SettledMeanwhile:
             return IngestResult("duplicate")
         except UNAVAILABLE_ERRORS:

@@ -1,6 +1,6 @@
 """One-time payments: checkout sessions, payment intents, refunds and disputes move orders and their stock.
 
-Every handler locks the order row first (gateway.orders.queries.lock_order), decides with the state machine
+Every handler locks the order row first (`unit.lock_order`), decides with the state machine
 (gateway.orders.transitions), then records the order's change, its payment row, its stock moves, audit rows and
 bridge events in the unit of work, which writes them together in the caller's transaction.
 """
@@ -22,7 +22,6 @@ from gateway.orders.queries import (
     OrderChange,
     OrderKeys,
     Payment,
-    lock_order,
 )
 from gateway.unit_of_work import UnitOfWork
 from gateway.webhooks.envelope import StripeEvent
@@ -42,8 +41,9 @@ BRIDGE_TYPES = {
 }
 
 
-def _keys(event: StripeEvent) -> OrderKeys:
-    ids = sp.related_ids(event.type, event.object)
+def order_keys(event: StripeEvent) -> OrderKeys:
+    """Every id by which `event` may point at an order."""
+    ids = event.ids
     return OrderKeys(ids.order_id, ids.checkout_session_id, ids.payment_intent_id, ids.charge_id)
 
 
@@ -101,7 +101,7 @@ def _publish(unit: UnitOfWork, order: Order, change: OrderChange, event_type: st
 
 
 async def _order_for_session(unit: UnitOfWork, event: StripeEvent, *, create: bool) -> Order | None:
-    order = await lock_order(unit.con, _keys(event))
+    order = await unit.lock_order(order_keys(event))
     session = event.object
     if order is None and create and sp.order_id_of(session) is None:
         # Payment Link or dashboard checkout: no order of ours, build it from the session.
@@ -114,7 +114,7 @@ async def _order_for_session(unit: UnitOfWork, event: StripeEvent, *, create: bo
             ids.session_id,
             ids.customer_id,
         )
-        order = await lock_order(unit.con, _keys(event))
+        order = await unit.lock_order(order_keys(event))
         if order is not None:
             unit.audit("order.created", "order", order.id, order_id=order.id, source="checkout_session")
     return order
@@ -203,7 +203,7 @@ async def _record_payment(unit: UnitOfWork, order: Order, event: StripeEvent, st
 
 
 async def payment_intent_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
-    order = await lock_order(unit.con, _keys(event))
+    order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
     await _record_payment(unit, order, event, "succeeded")
@@ -211,7 +211,7 @@ async def payment_intent_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outc
 
 
 async def payment_intent_payment_failed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
-    order = await lock_order(unit.con, _keys(event))
+    order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
     await _record_payment(unit, order, event, "failed")
@@ -220,7 +220,7 @@ async def payment_intent_payment_failed(unit: UnitOfWork, event: StripeEvent) ->
 
 
 async def payment_intent_canceled(unit: UnitOfWork, event: StripeEvent) -> Outcome:
-    order = await lock_order(unit.con, _keys(event))
+    order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
     await _record_payment(unit, order, event, "canceled")
@@ -240,7 +240,7 @@ async def _ensure_paid(unit: UnitOfWork, event: StripeEvent, order: Order, charg
         status=t.PAID,
         reason=f"payment implied by {event.type}",
         charge_id=charge_id,
-        payment_intent_id=sp.related_ids(event.type, event.object).payment_intent_id,
+        payment_intent_id=event.ids.payment_intent_id,
         paid_at=_created(event),
     )
     await _transition(unit, event, order, change)
@@ -273,7 +273,7 @@ async def _apply_refunded_amount(
 
 async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     charge = event.object
-    order = await lock_order(unit.con, _keys(event))
+    order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
     await _ensure_paid(unit, event, order, sp.object_id(charge))
@@ -282,7 +282,7 @@ async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
 
 async def refund_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     refund = event.object
-    order = await lock_order(unit.con, _keys(event))
+    order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
     refund_id = sp.object_id(refund)
@@ -305,7 +305,7 @@ async def refund_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
 
 async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     dispute = event.object
-    order = await lock_order(unit.con, _keys(event))
+    order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
     new_dispute = await unit.con.fetchval(

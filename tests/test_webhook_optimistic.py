@@ -1,0 +1,163 @@
+"""The ledger's optimistic path (gateway/webhooks/ledger.py): most events are written by one statement that is
+its own transaction, guarded by the order row's version. When the order moved after it was read, or when the
+handler needs statements of its own, that statement writes nothing and the event runs again under lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from gateway.unit_of_work import UnitOfWork
+from gateway.webhooks import ledger
+from gateway.webhooks.envelope import StripeEvent
+from gateway.webhooks.handlers import HANDLERS
+from gateway.webhooks.ledger import IngestResult
+from tests.stripe_events import checkout_session, make_event, payment_intent, refund
+from tests.support_helpers import deliver
+from tests.webhook_support import audit_actions, bridge_types, ledger_row, order_row, seed_order, stock_of
+
+Attempts = list[tuple[str, str]]
+
+
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Attempts]:
+    """Per event id, each run of the handler: (mode, its result or the exception that ended it)."""
+    seen: dict[str, Attempts] = {}
+    real = ledger.process
+
+    async def spy(unit: UnitOfWork, event: StripeEvent, **kwargs: Any) -> IngestResult:
+        mode = "locked" if unit.snapshot is None else "optimistic"
+        runs = seen.setdefault(event.id, [])
+        try:
+            result = await real(unit, event, **kwargs)
+        except Exception as exc:
+            runs.append((mode, type(exc).__name__))
+            raise
+        runs.append((mode, result.status))
+        return result
+
+    monkeypatch.setattr(ledger, "process", spy)
+    return seen
+
+
+async def test_a_payment_is_written_by_one_optimistic_statement(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts]
+) -> None:
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=2)
+    event = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
+
+    assert (await deliver(db_pool, event)).status == "processed"
+
+    assert attempts[event["id"]] == [("optimistic", "processed")]
+    async with db_pool.acquire() as con:
+        order = await order_row(con, seeded.order_id)
+        assert order["status"] == "paid" and order["paid_at"] is not None
+        assert await stock_of(con, seeded.product_ids[0]) == (3, 0, 2)
+        assert await con.fetchval("SELECT status FROM payments WHERE order_id = $1::uuid", seeded.order_id) == (
+            "succeeded"
+        )
+        assert await audit_actions(con, seeded.order_id) == ["order.paid"]
+        assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID"]
+        row = await ledger_row(con, event["id"])
+        assert row is not None and (row["status"], row["attempts"]) == ("processed", 1)
+    assert (await deliver(db_pool, event)).status == "duplicate"
+
+
+async def test_an_order_that_moved_after_it_was_read_is_decided_again_under_lock(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payment was decided on a pending order; its session expires (stock released) before the write. The
+    guarded statement writes nothing; under lock the payment retakes the released stock."""
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=2)
+    paid = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
+    expired = make_event(
+        "checkout.session.expired",
+        checkout_session(seeded.order_id, status="expired", payment_status="unpaid"),
+    )
+    real = HANDLERS["payment_intent.succeeded"]
+
+    async def expires_meanwhile(unit: UnitOfWork, event: StripeEvent) -> Any:
+        outcome = await real(unit, event)
+        if unit.snapshot is not None:
+            assert (await deliver(db_pool, expired)).status == "processed"
+        return outcome
+
+    monkeypatch.setitem(HANDLERS, "payment_intent.succeeded", expires_meanwhile)
+
+    assert (await deliver(db_pool, paid)).status == "processed"
+
+    assert attempts[paid["id"]] == [("optimistic", "NeedsTransaction"), ("locked", "processed")]
+    async with db_pool.acquire() as con:
+        assert (await order_row(con, seeded.order_id))["status"] == "paid"
+        assert await stock_of(con, seeded.product_ids[0]) == (3, 0, 2)  # released, then taken again, once
+        assert await audit_actions(con, seeded.order_id) == ["order.expired", "order.paid"]
+        assert await bridge_types(con, seeded.order_id) == ["ORDER_EXPIRED", "ORDER_PAID"]
+        row = await ledger_row(con, paid["id"])
+        assert row is not None and (row["status"], row["attempts"]) == ("processed", 1)
+
+
+async def test_a_stale_event_is_decided_on_the_optimistic_path(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts]
+) -> None:
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=1)
+    await deliver(db_pool, make_event("checkout.session.completed", checkout_session(seeded.order_id)))
+    late = make_event(
+        "checkout.session.expired", checkout_session(seeded.order_id, status="expired", payment_status="unpaid")
+    )
+
+    result = await deliver(db_pool, late)
+
+    assert result.status == "stale" and result.reason is not None and "paid" in result.reason
+    assert attempts[late["id"]] == [("optimistic", "stale")]
+    async with db_pool.acquire() as con:
+        assert (await order_row(con, seeded.order_id))["status"] == "paid"
+        assert await stock_of(con, seeded.product_ids[0]) == (4, 0, 1)
+
+
+async def test_a_handler_sending_its_own_statements_runs_under_lock(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts]
+) -> None:
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=1, unit_amount=2000)
+    pi = payment_intent(seeded.order_id, amount=2000)
+    await deliver(db_pool, make_event("payment_intent.succeeded", pi))
+    refunded = make_event("refund.created", refund(500, charge=pi["latest_charge"], payment_intent=pi["id"]))
+
+    assert (await deliver(db_pool, refunded)).status == "processed"
+
+    assert attempts[refunded["id"]] == [("optimistic", "NeedsTransaction"), ("locked", "processed")]
+    async with db_pool.acquire() as con:
+        order = await order_row(con, seeded.order_id)
+        assert (order["status"], order["amount_refunded"]) == ("partially_refunded", 500)
+        assert await con.fetchval("SELECT count(*) FROM refunds WHERE order_id = $1::uuid", seeded.order_id) == 1
+
+
+async def test_an_event_settled_by_another_delivery_meanwhile_writes_nothing(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No order to guard (the event names none of ours): the ledger row alone decides. The other delivery
+    settles it between this one's read and its write: duplicate, nothing written twice."""
+    event = make_event("payment_intent.succeeded", payment_intent(None))
+    real = HANDLERS["payment_intent.succeeded"]
+    raced: list[bool] = []
+
+    async def delivered_twice(unit: UnitOfWork, ev: StripeEvent) -> Any:
+        outcome = await real(unit, ev)
+        if not raced:
+            raced.append(True)
+            assert (await deliver(db_pool, event)).status == "ignored"
+        return outcome
+
+    monkeypatch.setitem(HANDLERS, "payment_intent.succeeded", delivered_twice)
+
+    assert (await deliver(db_pool, event)).status == "duplicate"
+
+    assert attempts[event["id"]] == [("optimistic", "ignored"), ("optimistic", "SettledMeanwhile")]
+    async with db_pool.acquire() as con:
+        row = await ledger_row(con, event["id"])
+        assert row is not None and (row["status"], row["attempts"]) == ("ignored", 1)
