@@ -12,7 +12,8 @@ With two CPUs or more, the servers run on the first one and the load generator o
 not take CPU time from the server it measures (both servers get the same treatment). Each round also reports the
 server's CPU time per request, read from /proc: a steadier figure than the rate on a shared machine.
 
-DATABASE_URL (or --database-url) is needed by the full app's pool; /health itself never queries it.
+The full app's pool needs a database (/health itself never queries it): --database-url, else BENCH_DATABASE_URL,
+TEST_DATABASE_URL or DATABASE_URL, else the local PostgreSQL at postgresql://postgres@127.0.0.1:5432/postgres.
 """
 
 from __future__ import annotations
@@ -214,7 +215,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL")
+        or os.environ.get("TEST_DATABASE_URL")
+        or os.environ.get("DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres",
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -231,9 +238,6 @@ def main() -> int:
     if args.load:
         client_load(args.load, args.seconds, args.connections)
         return 0
-    if not args.database_url:
-        parser.error("DATABASE_URL or --database-url is needed by the full app")
-
     generator = "wrk" if shutil.which("wrk") else "aiohttp client (wrk not found)"
     print(
         f"generator: {generator}; {args.rounds} rounds x {args.seconds:g} s per server, "
