@@ -194,7 +194,6 @@ class UnitOfWork:
     request_id: str | None
     app_source: str = "website"
     snapshot: Snapshot | None = None  # given: optimistic mode
-    guard: Order | None = None  # optimistic mode: the order the decision was taken on
     audits: list[AuditEntry] = field(default_factory=list)
     events: list[BridgeEvent] = field(default_factory=list)
     order_change: tuple[str, OrderChange] | None = None
@@ -202,6 +201,7 @@ class UnitOfWork:
     stock_commit: str | None = None  # order id
     stock_release: tuple[str, str] | None = None  # order id, reason
     writer: asyncpg.Connection = field(init=False)  # flush() writes through it
+    guard: Order | None = field(init=False, default=None)  # optimistic mode: the order the decision was taken on
 
     def __post_init__(self) -> None:
         self.writer = self.con

@@ -86,6 +86,10 @@ class SettledMeanwhile(Exception):
     """Another delivery of the same event settled it while this one ran: roll back, answer duplicate."""
 
 
+# Both end the delivery whatever the mode (duplicate, 503): the optimistic attempt lets them through.
+_SETTLED_OR_UNAVAILABLE: tuple[type[BaseException], ...] = (SettledMeanwhile, *UNAVAILABLE_ERRORS)
+
+
 def ledger_entry(
     event: StripeEvent, status: str, reason: str | None = None, order_id: str | None = None
 ) -> LedgerEntry:
@@ -145,17 +149,15 @@ async def ingest(
             return IngestResult("duplicate")
         order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"}) if peek["id"] else None
         try:
-            return await process(unit(con, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
-        except SettledMeanwhile:
-            return IngestResult("duplicate")
-        except UNAVAILABLE_ERRORS:
-            raise  # 503: Stripe retries; nothing was committed
-        except NeedsTransaction as exc:
-            log.debug("webhook event runs in locked mode", extra={"reason": str(exc)})
-        except Exception as exc:
-            # Nothing was written; the locked mode meets the same failure again and records it.
-            log.debug("optimistic attempt failed", exc_info=exc)
-        try:
+            try:
+                return await process(unit(con, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
+            except _SETTLED_OR_UNAVAILABLE:
+                raise
+            except NeedsTransaction as exc:
+                log.debug("webhook event runs in locked mode", extra={"reason": str(exc)})
+            except Exception as exc:
+                # Nothing was written; the locked mode meets the same failure again and records it.
+                log.debug("optimistic attempt failed", exc_info=exc)
             async with con.transaction():
                 return await process(unit(con), event, handlers_enabled=handlers_enabled)
         except SettledMeanwhile:
