@@ -1,14 +1,17 @@
-"""The stack is composed per route from the layers that apply to it; unmatched requests get the layers their
-options ask for."""
+"""The stack is composed per route from the layers that apply to it (once, by the edge layer); unmatched requests
+get the layers their options ask for."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
-from gateway.middleware import Layer, route_chains
+from gateway.middleware import Layer, compose
+from gateway.middleware.edge import edge_middleware
 from gateway.routing import route_options
+from tests.conftest import make_settings
 
 
 def recording_layers(seen: list[str]) -> list[Layer]:
@@ -28,14 +31,8 @@ def recording_layers(seen: list[str]) -> list[Layer]:
 
 
 def stack(layers: list[Layer]) -> Any:
-    """The composed chains in a middleware of their own (the gateway runs them inside its edge layer)."""
-    chain_for = route_chains(layers)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        return await chain_for(request, handler)(request)
-
-    return middleware
+    """The edge layer composing `layers` per route, as `build_middlewares` sets it up."""
+    return edge_middleware(make_settings(), compose=partial(compose, layers))
 
 
 @route_options(rate_limit=None)

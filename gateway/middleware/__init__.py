@@ -14,16 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.middleware.auth import auth_middleware
 from gateway.middleware.body_limit import body_limit_middleware
 from gateway.middleware.cors import cors_preflight_middleware
-from gateway.middleware.edge import RouteChain, edge_middleware
+from gateway.middleware.edge import edge_middleware
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
-from gateway.routing import UNMATCHED_OPTIONS, RouteOptions, options_for
+from gateway.routing import RouteOptions
 from gateway.settings import Settings
 
 
@@ -45,28 +44,14 @@ def build_layers(settings: Settings) -> list[Layer]:
 
 
 def compose(layers: list[Layer], handler: Handler, options: RouteOptions) -> Handler:
+    """`handler` wrapped in the layers that apply to a route with `options`, outside in."""
     for layer in reversed(layers):
         if layer.applies(options):
             handler = partial(layer.middleware, handler=handler)
     return handler
 
 
-def route_chains(layers: list[Layer]) -> RouteChain:
-    """For each route, its handler wrapped in the layers that apply to it (composed once per route)."""
-    chains: dict[web.AbstractRoute, Handler] = {}
-
-    def chain_for(request: web.Request, handler: Handler) -> Handler:
-        match_info = request.match_info
-        if match_info.http_exception is not None:  # aiohttp makes a new system route for each of these
-            return compose(layers, handler, UNMATCHED_OPTIONS)
-        chain = chains.get(match_info.route)
-        if chain is None:
-            chain = chains[match_info.route] = compose(layers, handler, options_for(request))
-        return chain
-
-    return chain_for
-
-
 def build_middlewares(settings: Settings) -> list[Middleware]:
-    """Outside in: the edge (request id -> error mapper -> access log + metrics), then the route's layers."""
-    return [edge_middleware(settings, route_chain=route_chains(build_layers(settings)))]
+    """Outside in: the edge (request id -> error mapper -> access log + metrics), then the route's layers (the
+    edge composes them once per route)."""
+    return [edge_middleware(settings, compose=partial(compose, build_layers(settings)))]

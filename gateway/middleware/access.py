@@ -13,7 +13,6 @@ from aiohttp import web
 
 from gateway import context, metrics
 from gateway.metrics import HTTP
-from gateway.routing import options_for
 
 log = logging.getLogger("gateway.access")
 
@@ -22,13 +21,14 @@ WEBHOOK_ROUTE = "stripe_webhook"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def record(request: web.Request, ctx: context.RequestContext, status: int, elapsed: float) -> None:
-    """Count the answer in the HTTP metrics and write its access line."""
+def record(request: web.Request, ctx: context.RequestContext, status: int, elapsed: float, log_success: bool) -> None:
+    """Count the answer in the HTTP metrics and write its access line (`log_success`: the route's `access_log`
+    option)."""
     method = request.method if request.method in KNOWN_METHODS else "OTHER"
     HTTP.observe(ctx.route, method, status, elapsed)
     if ctx.route == WEBHOOK_ROUTE:
         metrics.WEBHOOK_RESPONSES.labels(str(status)).inc()
-    level = logging.INFO if status >= 400 or options_for(request).access_log else logging.DEBUG
+    level = logging.INFO if status >= 400 or log_success else logging.DEBUG
     if log.isEnabledFor(level):
         log.log(
             level,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -22,23 +23,45 @@ from gateway import client_address, context
 from gateway.metrics import HTTP
 from gateway.middleware import access, cors, request_id
 from gateway.middleware.errors import error_answer
+from gateway.routing import RouteOptions, options_for, route_label
 from gateway.settings import Settings
 
-# The handler wrapped in the layers that apply to the request's route (gateway/middleware/__init__.py).
-RouteChain = Callable[[web.Request, Handler], Handler]
+# A route's handler wrapped in the layers that apply to its options (gateway/middleware/__init__.py).
+Compose = Callable[[Handler, RouteOptions], Handler]
 
 
-def _handler_alone(request: web.Request, handler: Handler) -> Handler:
+def _handler_alone(handler: Handler, options: RouteOptions) -> Handler:
     return handler
 
 
-def edge_middleware(settings: Settings, *, route_chain: RouteChain = _handler_alone) -> Middleware:
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the edge needs of a request's route, worked out once per route."""
+
+    label: str  # metric and log label: the route's name or template
+    options: RouteOptions
+    handler: Handler  # wrapped in its layers
+
+
+def edge_middleware(settings: Settings, *, compose: Compose = _handler_alone) -> Middleware:
     trusted = client_address.parse_networks(settings.trusted_proxies)
     show_trace = settings.debug and not settings.is_production
+    routes: dict[web.AbstractRoute, Route] = {}
+
+    def route_of(request: web.Request, handler: Handler) -> Route:
+        match_info = request.match_info
+        route = routes.get(match_info.route)
+        if route is None:
+            options = options_for(request)
+            route = Route(route_label(request), options, compose(handler, options))
+            if match_info.http_exception is None:  # aiohttp makes a new system route for each 404, 405
+                routes[match_info.route] = route
+        return route
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-        ctx = request_id.new_context(request, trusted)
+        route = route_of(request, handler)
+        ctx = request_id.new_context(request, trusted, route.label)
         request[context.CONTEXT_KEY] = ctx
         token = context.current.set(ctx)
         started = time.perf_counter()
@@ -46,7 +69,7 @@ def edge_middleware(settings: Settings, *, route_chain: RouteChain = _handler_al
         HTTP.in_flight += 1
         try:
             try:
-                response = await route_chain(request, handler)(request)
+                response = await route.handler(request)
             except Exception as exc:
                 response = error_answer(exc, show_trace=show_trace)
             status = response.status
@@ -58,7 +81,7 @@ def edge_middleware(settings: Settings, *, route_chain: RouteChain = _handler_al
             raise
         finally:
             HTTP.in_flight -= 1
-            access.record(request, ctx, status, time.perf_counter() - started)
+            access.record(request, ctx, status, time.perf_counter() - started, route.options.access_log)
             context.current.reset(token)
         if not response.prepared:
             request_id.stamp(response.headers, ctx)

@@ -9,10 +9,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import client_address, context, security_headers
-from gateway.routing import route_label
 
 
-def new_context(request: web.Request, trusted: Sequence[client_address.IPNetwork]) -> context.RequestContext:
+def new_context(
+    request: web.Request, trusted: Sequence[client_address.IPNetwork], route: str
+) -> context.RequestContext:
     headers = request.headers
     if trusted:
         forwarded_for, forwarded_proto = headers.get("X-Forwarded-For"), headers.get("X-Forwarded-Proto")
@@ -20,12 +21,12 @@ def new_context(request: web.Request, trusted: Sequence[client_address.IPNetwork
         client_ip, secure = address.ip, address.secure
     else:  # no proxy to believe: the peer is the client
         client_ip, secure = request.remote or client_address.UNKNOWN, request.secure
-    return context.RequestContext(
-        request_id=context.accept_or_make_request_id(headers.get(context.REQUEST_ID_HEADER)),
-        route=route_label(request),
-        client_ip=client_ip,
-        client_key=client_address.rate_limit_key(client_ip),
-        secure=secure,
+    return context.RequestContext(  # positional: this runs for every request
+        context.accept_or_make_request_id(headers.get(context.REQUEST_ID_HEADER)),
+        route,
+        client_ip,
+        client_address.rate_limit_key(client_ip),
+        secure,
     )
 
 
