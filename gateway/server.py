@@ -14,6 +14,7 @@ from gateway import keys, metrics
 from gateway.app import create_app
 from gateway.db.migrate import migrate
 from gateway.db.pool import connect
+from gateway.middleware.errors import install_protocol_error_answers
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.server")
@@ -42,6 +43,7 @@ async def apply_migrations(url: str) -> None:
 async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then: /ready turns 503, keep serving for the drain period, stop accepting,
     let in-flight requests finish (shutdown timeout), close resources."""
+    install_protocol_error_answers()  # requests aiohttp cannot parse get the JSON error shape too
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds, access_log=None
     )

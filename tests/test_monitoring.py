@@ -33,7 +33,11 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 
 SEVERITIES = {"critical", "warning", "info"}
 # Log messages the runbook and the alert descriptions quote; the code must emit them verbatim.
-LOG_MESSAGES = ("Stripe webhook signature verification failed", "Webhook rate limit exceeded (429)")
+LOG_MESSAGES = (
+    "Stripe webhook signature verification failed",
+    "Webhook rate limit exceeded (429)",
+    "request failed outside the middleware stack",
+)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

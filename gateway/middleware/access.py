@@ -21,7 +21,9 @@ WEBHOOK_ROUTE = "stripe_webhook"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def record(request: web.Request, ctx: context.RequestContext, status: int, elapsed: float, log_success: bool) -> None:
+def record(
+    request: web.BaseRequest, ctx: context.RequestContext, status: int, elapsed: float, log_success: bool
+) -> None:
     """Count the answer in the HTTP metrics and write its access line (`log_success`: the route's `access_log`
     option)."""
     method = request.method if request.method in KNOWN_METHODS else "OTHER"

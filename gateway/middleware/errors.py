@@ -3,6 +3,11 @@
 This is the only place that turns exceptions into HTTP answers (the outermost layer, `edge`, calls it): the
 gateway's own ApiError tree, aiohttp's HTTP exceptions (404, 405, 413 ...), database unavailability (503 with
 Retry-After) and anything unexpected (500, the stack in the log, never in a production body).
+
+aiohttp answers some requests before any middleware runs: those it cannot parse as HTTP (a bad header, an invalid
+character in the path, TLS sent to the plain port). `install_protocol_error_answers` makes those answers the same
+JSON shape, with a request id and the security headers (no Server banner), counted in the metrics and logged
+once at INFO with the parser's reason: internet noise, not an error with a stack trace.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import traceback
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from gateway import context
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.errors import ApiError, DatabaseUnavailable
+from gateway.middleware import access, request_id
 from gateway.responses import json_response
 
 log = logging.getLogger("gateway.errors")
@@ -63,3 +70,46 @@ def error_answer(exc: Exception, *, show_trace: bool) -> web.Response:
     log.error("unhandled error", exc_info=exc, extra={"code": "internal_error"})
     details = "".join(traceback.format_exception(exc)).splitlines() if show_trace else None
     return error_response(500, "internal_error", "Internal server error", details=details)
+
+
+# The route label of requests aiohttp could not parse (no route was looked up).
+MALFORMED_ROUTE = "malformed"
+
+
+def protocol_error_answer(
+    handler: RequestHandler,
+    request: web.BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """The gateway's `RequestHandler.handle_error`: aiohttp calls it for a request it could not parse (4xx, before
+    any middleware) and for a handler failure that escaped the middleware stack (500, 504). The connection is
+    closed after the answer, as aiohttp does."""
+    if request.writer.output_size > 0:  # part of an answer went out already: aiohttp drops the connection
+        raise ConnectionError("an answer was partly sent; no error answer can follow it")
+    ctx = request.get(context.CONTEXT_KEY) or context.RequestContext(
+        context.accept_or_make_request_id(None), MALFORMED_ROUTE, request.remote or ""
+    )
+    token = context.current.set(ctx)
+    try:
+        if status >= 500:
+            log.error("request failed outside the middleware stack", exc_info=exc, extra={"code": "internal_error"})
+            response = error_response(status, "internal_error", "Internal server error")
+        else:
+            # The parser's first line ("Invalid character in Content-Length:"), never the raw bytes it quotes.
+            reason = (message or "").strip().splitlines()[:1] or [_AIOHTTP_CODES.get(status, "http_error")]
+            ctx.fields["reason"] = reason[0][:200]
+            response = error_response(status, _AIOHTTP_CODES.get(status, "bad_request"), "Malformed HTTP request")
+        request_id.stamp(response.headers, ctx)
+        response.force_close()
+        access.record(request, ctx, status, 0.0, True)
+    finally:
+        context.current.reset(token)
+    return response
+
+
+def install_protocol_error_answers() -> None:
+    """Route aiohttp's protocol-level error answers (every server in this process) through
+    `protocol_error_answer`. Idempotent."""
+    RequestHandler.handle_error = protocol_error_answer  # type: ignore[method-assign,assignment]
