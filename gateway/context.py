@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from multidict import istr
 
 if TYPE_CHECKING:
     from gateway.auth.identity import TokenCheck
 
-REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_HEADER = istr("X-Request-ID")  # istr: multidict skips case-folding it on each use
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
 

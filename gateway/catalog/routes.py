@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway import keys
 from gateway.routing import route_options
@@ -50,7 +50,7 @@ async def list_products(request: web.Request) -> web.Response:
         "Cache-Control": f"public, max-age={CACHE_SECONDS}, stale-while-revalidate={CACHE_SECONDS}",
         "ETag": etag,
     }
-    if _etag_matches(request.headers.get("If-None-Match"), etag):
+    if _etag_matches(request.headers.get(hdrs.IF_NONE_MATCH), etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type="application/json", headers=headers)
 

@@ -26,7 +26,9 @@ def record(
 ) -> None:
     """Count the answer in the HTTP metrics and write its access line (`log_success`: the route's `access_log`
     option)."""
-    method = request.method if request.method in KNOWN_METHODS else "OTHER"
+    method = request.method
+    if method not in KNOWN_METHODS:
+        method = "OTHER"
     HTTP.observe(ctx.route, method, status, elapsed)
     if ctx.route == WEBHOOK_ROUTE:
         metrics.WEBHOOK_RESPONSES.labels(str(status)).inc()

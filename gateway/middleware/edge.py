@@ -48,19 +48,17 @@ def edge_middleware(settings: Settings, *, compose: Compose = _handler_alone) ->
     show_trace = settings.debug and not settings.is_production
     routes: dict[web.AbstractRoute, Route] = {}
 
-    def route_of(request: web.Request, handler: Handler) -> Route:
+    def new_route(request: web.Request, handler: Handler) -> Route:
+        options = options_for(request)
+        route = Route(route_label(request), options, compose(handler, options))
         match_info = request.match_info
-        route = routes.get(match_info.route)
-        if route is None:
-            options = options_for(request)
-            route = Route(route_label(request), options, compose(handler, options))
-            if match_info.http_exception is None:  # aiohttp makes a new system route for each 404, 405
-                routes[match_info.route] = route
+        if match_info.http_exception is None:  # aiohttp makes a new system route for each 404, 405
+            routes[match_info.route] = route
         return route
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = route_of(request, handler)
+        route = routes.get(request.match_info.route) or new_route(request, handler)
         ctx = request_id.new_context(request, trusted, route.label)
         request[context.CONTEXT_KEY] = ctx
         token = context.current.set(ctx)

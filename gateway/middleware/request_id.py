@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from gateway import client_address, context, security_headers
@@ -16,7 +16,7 @@ def new_context(
 ) -> context.RequestContext:
     headers = request.headers
     if trusted:
-        forwarded_for, forwarded_proto = headers.get("X-Forwarded-For"), headers.get("X-Forwarded-Proto")
+        forwarded_for, forwarded_proto = headers.get(hdrs.X_FORWARDED_FOR), headers.get(hdrs.X_FORWARDED_PROTO)
         address = client_address.resolve(request.remote, forwarded_for, forwarded_proto, request.secure, trusted)
         client_ip, secure = address.ip, address.secure
     else:  # no proxy to believe: the peer is the client

@@ -4,7 +4,7 @@ The probes are exempt: the kubelet sends the pod IP as Host, and /health and /re
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest
@@ -40,7 +40,7 @@ def trusted_hosts_middleware(settings: Settings) -> Middleware:
 
     @web.middleware
     async def trusted_hosts(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not matcher.allows(request.headers.get("Host")) and options_for(request).check_host:
+        if not matcher.allows(request.headers.get(hdrs.HOST)) and options_for(request).check_host:
             raise BadRequest("Host not allowed", code="invalid_host")
         return await handler(request)
 

@@ -7,6 +7,7 @@ import logging
 import time
 
 from aiohttp import web
+from multidict import istr
 
 from gateway import context, keys, metrics
 from gateway.errors import ApiError, BadRequest
@@ -19,6 +20,7 @@ from gateway.webhooks.signature import SignatureError, verify_signature
 log = logging.getLogger("gateway.webhooks")
 
 SIGNATURE_FAILED = "Stripe webhook signature verification failed"
+STRIPE_SIGNATURE = istr("Stripe-Signature")
 
 
 class WebhookProcessingFailed(ApiError):
@@ -34,7 +36,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     try:
         secret_index = verify_signature(
             body,
-            request.headers.get("Stripe-Signature"),
+            request.headers.get(STRIPE_SIGNATURE),
             settings.stripe_webhook_secrets,
             settings.stripe_webhook_tolerance,
         )
