@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway import context
-from gateway.client_address import parse_networks, rate_limit_key, resolve
+from gateway import client_address, context
+from gateway.client_address import TrustedProxies, rate_limit_key, resolve
 from gateway.middleware.edge import edge_middleware
 from tests.conftest import make_settings
 from tests.platform_app import tiny_app
 
-PROXIES = parse_networks(["10.0.0.0/8", "192.168.1.1/32", "2001:db8:ffff::/48"])
+PROXIES = TrustedProxies(["10.0.0.0/8", "192.168.1.1/32", "2001:db8:ffff::/48"])
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_spoofed_header_from_an_untrusted_peer_is_ignored(peer: str) -> None:
 
 
 def test_no_trusted_proxies_means_the_peer() -> None:
-    address = resolve("10.0.0.5", "198.51.100.7", "https", False, ())
+    address = resolve("10.0.0.5", "198.51.100.7", "https", False, TrustedProxies([]))
     assert address.ip == "10.0.0.5"
     assert address.secure is False
 
@@ -134,3 +134,14 @@ async def test_spoofing_from_an_untrusted_peer(aiohttp_client: Any) -> None:
     client = await make(aiohttp_client, "10.0.0.0/8")
     response = await client.get("/who", headers={"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"})
     assert await response.json() == {"ip": "127.0.0.1", "key": "127.0.0.1", "secure": False}
+
+
+def test_verdicts_are_kept_per_address_and_bounded() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    for _ in range(3):
+        assert resolve("10.0.0.5", "198.51.100.7", None, False, proxies).ip == "198.51.100.7"
+    info = proxies.verdict.cache_info()
+    assert (info.misses, info.hits) == (2, 4)  # the peer and the hop parsed once each
+    assert info.maxsize == client_address.VERDICTS_KEPT
+    assert proxies.verdict("garbage") is None and proxies.verdict("10.9.9.9") is True
+    assert not TrustedProxies([]) and TrustedProxies(["10.0.0.0/8"])

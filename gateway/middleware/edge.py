@@ -44,7 +44,7 @@ class Route:
 
 
 def edge_middleware(settings: Settings, *, compose: Compose = _handler_alone) -> Middleware:
-    trusted = client_address.parse_networks(settings.trusted_proxies)
+    trusted = client_address.TrustedProxies(settings.trusted_proxies)
     show_trace = settings.debug and not settings.is_production
     routes: dict[web.AbstractRoute, Route] = {}
 
