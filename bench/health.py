@@ -1,7 +1,7 @@
 """Benchmark: /health requests per second through the full stack (the real app, every middleware, JSON access
 log) versus a bare aiohttp app answering the same JSON, measured in the same run, in interleaved rounds.
 
-    python bench/health.py [--rounds 5] [--seconds 3] [--connections 32] [--database-url URL]
+    python bench/health.py [--rounds 15] [--seconds 2] [--connections 32] [--database-url URL]
 
 Both servers run in their own process, one worker each, uvloop and no aiohttp access log, as `gateway serve`
 runs. The full app logs its JSON access line per request to /dev/null (formatting and redaction included).
@@ -212,8 +212,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
+    # Many short rounds: on a shared machine a burst of noise then spoils a few pairs, not the median.
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--database-url",

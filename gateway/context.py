@@ -27,7 +27,6 @@ class RequestContext:
     request_id: str
     route: str = "unmatched"
     client_ip: str = ""
-    client_key: str = ""
     secure: bool = False
     user_id: str | None = None
     roles: frozenset[str] = frozenset()

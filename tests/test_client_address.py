@@ -112,7 +112,7 @@ def test_one_ipv6_host_rotating_addresses_shares_a_key() -> None:
 
 async def who(request: web.Request) -> web.Response:
     ctx = context.get_context(request)
-    return web.json_response({"ip": ctx.client_ip, "key": ctx.client_key, "secure": ctx.secure})
+    return web.json_response({"ip": ctx.client_ip, "key": rate_limit_key(ctx.client_ip), "secure": ctx.secure})
 
 
 async def make(aiohttp_client: Any, proxies: str) -> Any:

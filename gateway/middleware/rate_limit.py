@@ -12,7 +12,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway import context, keys, metrics
+from gateway import client_address, context, keys, metrics
 from gateway.auth import identity
 from gateway.errors import ApiError, RateLimited
 from gateway.ratelimit.policies import Policy, ratelimit_header, retry_after_seconds
@@ -29,7 +29,7 @@ async def client_for(request: web.Request, policy: Policy) -> str:
         user_id = await identity.identify(request)
         if user_id is not None:
             return "user:" + user_id
-    return "ip:" + context.get_context(request).client_key
+    return "ip:" + client_address.rate_limit_key(context.get_context(request).client_ip)
 
 
 def rate_limit_middleware() -> Middleware:

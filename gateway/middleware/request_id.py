@@ -22,7 +22,6 @@ def new_context(request: web.Request, trusted: client_address.TrustedProxies, ro
         context.accept_or_make_request_id(headers.get(context.REQUEST_ID_HEADER)),
         route,
         client_ip,
-        client_address.rate_limit_key(client_ip),
         secure,
     )
 
