@@ -98,8 +98,8 @@ def protocol_error_answer(
             response = error_response(status, "internal_error", "Internal server error")
         else:
             # The parser's first line ("Invalid character in Content-Length:"), never the raw bytes it quotes.
-            reason = (message or "").strip().splitlines()[:1] or [_AIOHTTP_CODES.get(status, "http_error")]
-            ctx.fields["reason"] = reason[0][:200]
+            lines = (message or "").strip().splitlines()
+            ctx.fields["reason"] = (lines[0] if lines else _AIOHTTP_CODES.get(status, "http_error"))[:200]
             response = error_response(status, _AIOHTTP_CODES.get(status, "bad_request"), "Malformed HTTP request")
         request_id.stamp(response.headers, ctx)
         response.force_close()
