@@ -119,6 +119,30 @@ async def test_a_failure_outside_the_middleware_stack_is_a_json_500(
     assert "RuntimeError: failed outside the stack" in errors[0]["exception"]
 
 
+async def test_a_failure_outside_the_edge_keeps_the_request_id_and_one_access_line(
+    protocol_answers: None, aiohttp_server: Any
+) -> None:
+    @web.middleware
+    async def breaks_after_the_edge(request: web.Request, handler: Any) -> web.StreamResponse:
+        await handler(request)
+        raise RuntimeError("broken outside the edge")
+
+    settings = make_settings()
+    app = tiny_app(settings, [web.get("/ok", ok)], [breaks_after_the_edge, edge_middleware(settings)])
+    server = await aiohttp_server(app)
+
+    with json_logs() as logs:
+        status, headers, body = await exchange(server.port, b"GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n")
+
+    request_id = assert_gateway_error(status, headers, body, expected=500, code="internal_error")
+    access_lines = [e for e in logs.entries if e["message"] == "request completed"]
+    assert [e["requestId"] for e in access_lines] == [request_id]  # the edge's line, not a second one
+    errors = [e for e in logs.entries if e["level"] == "error"]
+    assert [(e["message"], e["requestId"]) for e in errors] == [
+        ("request failed outside the middleware stack", request_id)
+    ]
+
+
 async def test_gateway_serve_answers_unparsable_requests_with_json(gateway: dict[str, Any]) -> None:  # noqa: F811
     port = int(gateway["base"].rsplit(":", 1)[1])
     status, headers, body = await exchange(port, BAD_CONTENT_LENGTH)

@@ -88,9 +88,10 @@ def protocol_error_answer(
     closed after the answer, as aiohttp does."""
     if request.writer.output_size > 0:  # part of an answer went out already: aiohttp drops the connection
         raise ConnectionError("an answer was partly sent; no error answer can follow it")
-    ctx = request.get(context.CONTEXT_KEY) or context.RequestContext(
-        context.accept_or_make_request_id(None), MALFORMED_ROUTE, request.remote or ""
-    )
+    ctx = request.get(context.CONTEXT_KEY)
+    counted = ctx is not None  # the edge layer ran: it has counted and logged this request already
+    if ctx is None:
+        ctx = context.RequestContext(context.accept_or_make_request_id(None), MALFORMED_ROUTE, request.remote or "")
     token = context.current.set(ctx)
     try:
         if status >= 500:
@@ -103,7 +104,8 @@ def protocol_error_answer(
             response = error_response(status, _AIOHTTP_CODES.get(status, "bad_request"), "Malformed HTTP request")
         request_id.stamp(response.headers, ctx)
         response.force_close()
-        access.record(request, ctx, status, 0.0, True)
+        if not counted:
+            access.record(request, ctx, status, 0.0, True)
     finally:
         context.current.reset(token)
     return response
