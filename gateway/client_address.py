@@ -7,7 +7,6 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 UNKNOWN = "unknown"  # no peer address (a Unix socket)
 VERDICTS_KEPT = 4096
 
