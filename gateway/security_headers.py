@@ -16,7 +16,6 @@ STATIC_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
-    "X-Permitted-Cross-Domain-Policies": "none",
     # aiohttp adds its name and version only when the header is missing.
     "Server": "",
 }
