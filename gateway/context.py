@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 REQUEST_ID_HEADER = istr("X-Request-ID")  # istr: multidict skips case-folding it on each use
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+_getrandbits = random.getrandbits  # the module's generator, reseeded in a forked worker
 
 
 @dataclass(slots=True)
@@ -43,8 +44,9 @@ CONTEXT_KEY = web.RequestKey("request_context", RequestContext)
 def accept_or_make_request_id(inbound: str | None) -> str:
     if inbound and _REQUEST_ID_RE.match(inbound):
         return inbound
-    # An identifier, not a secret: the fast PRNG is enough (no system call per request).
-    return f"{random.getrandbits(128):032x}"
+    # An identifier, not a secret: the fast PRNG is enough (no system call per request). 32 hex digits; the
+    # bytes' hex() is about twice as fast as formatting the integer.
+    return _getrandbits(128).to_bytes(16, "big").hex()
 
 
 def get_context(request: web.Request) -> RequestContext:
