@@ -20,7 +20,7 @@ from gateway.db.migrate import latest_version
 from gateway.db.pool import create_pool
 from gateway.lifecycle import Lifecycle
 from gateway.metrics_listener import metrics_listener_ctx
-from gateway.middleware import build_middlewares
+from gateway.middleware import add_routes, build_edge, finish_routes
 from gateway.middleware.cors import setup_cors
 from gateway.notifications.order_emails import order_emails_ctx
 from gateway.openapi import routes as openapi_routes
@@ -64,8 +64,10 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) -> web.Application:
     # The largest body any route accepts; each route's own limit is applied by the body-limit middleware.
     client_max_size = max(settings.json_body_limit, settings.webhook_body_limit)
-    app = web.Application(middlewares=build_middlewares(settings), client_max_size=client_max_size)
+    # No aiohttp middleware: every route is registered behind the edge layer (gateway/middleware/__init__.py).
+    app = web.Application(client_max_size=client_max_size)
     app[keys.SETTINGS] = settings
+    app[keys.EDGE] = build_edge(settings)
     app[keys.DATABASE_URL] = database_url
     app[keys.WORKER_INDEX] = worker_index
     app[keys.LIFECYCLE] = Lifecycle(expected_migration=latest_version())
@@ -87,9 +89,14 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
         ]
     )
 
-    app.router.add_get("/health", probes.health, name="health")
-    app.router.add_get("/ready", probes.ready, name="ready")
-    app.router.add_post(settings.stripe_webhook_path, stripe_webhook, name="stripe_webhook")
+    add_routes(
+        app,
+        [
+            web.get("/health", probes.health, name="health"),
+            web.get("/ready", probes.ready, name="ready"),
+            web.post(settings.stripe_webhook_path, stripe_webhook, name="stripe_webhook"),
+        ],
+    )
     checkout_routes.register(app)
     catalog_routes.register(app)
     openapi_routes.register(app)
@@ -97,4 +104,5 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     bridge_routes.register(app)
 
     setup_cors(app, settings)
+    finish_routes(app)
     return app

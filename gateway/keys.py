@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gateway.accounts.tokens import AccessTokenIssuer
     from gateway.auth.tokens import TokenVerifier
     from gateway.lifecycle import Lifecycle
+    from gateway.middleware.edge import Wrap
     from gateway.ratelimit.limiter import RateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,6 +29,8 @@ WORKER_INDEX = web.AppKey("worker_index", int)
 SCRAPE_HOOKS: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("scrape_hooks")
 STRIPE_CLIENT: web.AppKey[StripeClient] = web.AppKey("stripe_client")
 ACCESS_TOKENS: web.AppKey[AccessTokenIssuer] = web.AppKey("access_tokens")  # local accounts only
+# Puts a route's handler behind the edge layer and its own layers (gateway/middleware/__init__.py: add_routes)
+EDGE: web.AppKey[Wrap] = web.AppKey("edge")
 # aiohttp-cors's response hooks, called by the edge layer for requests with an Origin (gateway/middleware/cors.py)
 CORS_RESPONSE_HOOKS: web.AppKey[list[Callable[[web.Request, web.StreamResponse], Awaitable[object]]]] = web.AppKey(
     "cors_response_hooks"

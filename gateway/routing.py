@@ -1,6 +1,7 @@
 """Per-route options read by the middleware stack: rate-limit policy, body limit, authentication, CORS.
 
 A handler declares them once with `@route_options(...)`; middlewares look them up through `options_for(request)`.
+Also the route every request no other route matches ends on (`unmatched`: 404 or 405).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ class RouteOptions:
 
 
 DEFAULT_OPTIONS = RouteOptions()
-UNMATCHED_OPTIONS = RouteOptions(rate_limit="public", cors=False)
+# aiohttp-cors's OPTIONS route of a CORS resource: a preflight is answered before rate limiting, body limits and
+# authentication (gateway/middleware/cors.py).
+PREFLIGHT_OPTIONS = RouteOptions(rate_limit=None, body="none", cors=False)
+UNMATCHED_ROUTE = "unmatched"
 
 _ATTR = "__route_options__"
 H = TypeVar("H", bound=Callable[..., object])
@@ -38,10 +42,14 @@ def route_options(**kwargs: object) -> Callable[[H], H]:
         raise ValueError("auth='role' needs role=")
 
     def decorate(handler: H) -> H:
-        setattr(handler, _ATTR, options)
-        return handler
+        return with_options(handler, options)
 
     return decorate
+
+
+def with_options(handler: H, options: RouteOptions) -> H:
+    setattr(handler, _ATTR, options)
+    return handler
 
 
 def declared_options(handler: object) -> RouteOptions | None:
@@ -49,17 +57,23 @@ def declared_options(handler: object) -> RouteOptions | None:
 
 
 def options_for(request: web.Request) -> RouteOptions:
-    match_info = request.match_info
-    if match_info.http_exception is not None:
-        return UNMATCHED_OPTIONS
-    return declared_options(match_info.handler) or DEFAULT_OPTIONS
+    return declared_options(request.match_info.handler) or DEFAULT_OPTIONS
 
 
-def route_label(request: web.Request) -> str:
+def route_label(name: str | None, path: str) -> str:
     """The route's name or template for metric labels; never the raw path."""
-    resource = request.match_info.route.resource
-    if resource is None:
-        return "unmatched"
-    if resource.name:
-        return resource.name
-    return resource.canonical
+    return name or path
+
+
+@route_options(rate_limit="public", cors=False)
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    """The last route, for every path and method: 405 when another route has the path, else 404 (aiohttp's own
+    answers, which the edge layer turns into the JSON error shape)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()

@@ -1,10 +1,11 @@
-"""Helpers of the platform tests: a tiny app with chosen middlewares, and JSON log capture."""
+"""Helpers of the platform tests: a tiny app with chosen layers behind the edge, and JSON log capture."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -13,19 +14,32 @@ from aiohttp.typedefs import Middleware
 
 from gateway import keys
 from gateway.log import JsonFormatter
+from gateway.middleware import Layer, add_routes, build_layers, compose, finish_routes
+from gateway.middleware.cors import setup_cors
+from gateway.middleware.edge import edge_layer
 from gateway.settings import Settings
 
 
 def tiny_app(
     settings: Settings,
     routes: list[web.RouteDef],
-    middlewares: list[Middleware],
+    layers: list[Middleware] | None = None,
     *,
+    outside: list[Middleware] | None = None,
+    cors: bool = False,
     client_max_size: int = 1024**2,
 ) -> web.Application:
-    app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
+    """`routes` behind the edge layer and `layers` (outside in, each on every route), or the gateway's own layers
+    by route options when `layers` is None; then CORS (`cors`) and the route of unmatched requests, as
+    `create_app` does. `outside`: aiohttp middlewares, which run before the edge."""
+    app = web.Application(middlewares=outside or [], client_max_size=client_max_size)
     app[keys.SETTINGS] = settings
-    app.add_routes(routes)
+    chosen = build_layers(settings) if layers is None else [Layer(m, lambda options: True) for m in layers]
+    app[keys.EDGE] = edge_layer(settings, compose=partial(compose, chosen))
+    add_routes(app, routes)
+    if cors:
+        setup_cors(app, settings)
+    finish_routes(app)
     return app
 
 

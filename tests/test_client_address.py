@@ -9,7 +9,6 @@ from aiohttp import web
 
 from gateway import client_address, context
 from gateway.client_address import TrustedProxies, rate_limit_key, resolve
-from gateway.middleware.edge import edge_middleware
 from tests.conftest import make_settings
 from tests.platform_app import tiny_app
 
@@ -117,7 +116,7 @@ async def who(request: web.Request) -> web.Response:
 
 async def make(aiohttp_client: Any, proxies: str) -> Any:
     settings = make_settings(TRUSTED_PROXIES=proxies)
-    return await aiohttp_client(tiny_app(settings, [web.get("/who", who)], [edge_middleware(settings)]))
+    return await aiohttp_client(tiny_app(settings, [web.get("/who", who)], []))
 
 
 async def test_behind_a_trusted_proxy(aiohttp_client: Any) -> None:

@@ -24,14 +24,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway import context, keys
+from gateway import context
 from gateway.auth.tokens import token_verifier_ctx
-from gateway.middleware import build_middlewares
-from gateway.middleware.cors import setup_cors
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.routing import route_options
 from gateway.settings import Settings
 from tests.conftest import make_settings
+from tests.platform_app import tiny_app
 from tests.test_auth_jwt import claims, hs256
 
 SHOP = "https://shop.example"
@@ -54,15 +53,18 @@ async def internal(request: web.Request) -> web.Response:
 
 
 def cors_app(settings: Settings) -> web.Application:
-    """The gateway's own stack, assembled as create_app does (middlewares, limiter, verifier, CORS)."""
-    app = web.Application(middlewares=build_middlewares(settings))
-    app[keys.SETTINGS] = settings
+    """The gateway's own stack, assembled as create_app does (edge and layers, limiter, verifier, CORS)."""
+    app = tiny_app(
+        settings,
+        [
+            web.get("/v1/whoami", whoami, name="whoami"),
+            web.post("/v1/whoami", whoami),
+            web.get("/v1/catalog", catalog, name="catalog"),
+            web.get("/internal", internal, name="internal"),
+        ],
+        cors=True,
+    )
     app.cleanup_ctx.extend([rate_limiter_ctx, token_verifier_ctx])
-    app.router.add_get("/v1/whoami", whoami, name="whoami")
-    app.router.add_post("/v1/whoami", whoami)
-    app.router.add_get("/v1/catalog", catalog, name="catalog")
-    app.router.add_get("/internal", internal, name="internal")
-    setup_cors(app, settings)
     return app
 
 

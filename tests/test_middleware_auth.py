@@ -15,10 +15,10 @@ from gateway import context, keys
 from gateway.auth.identity import identify
 from gateway.auth.tokens import Identity, TokenVerifier, token_verifier_ctx
 from gateway.middleware.auth import auth_middleware
-from gateway.middleware.edge import edge_middleware
 from gateway.routing import route_options
 from gateway.settings import Settings
 from tests.conftest import make_settings
+from tests.platform_app import tiny_app
 from tests.test_auth_jwt import JwksServer, claims, es256, hs256, hs256_with_rsa_public_key, rs256
 
 # jwks_server is a fixture of the verifier tests
@@ -58,19 +58,17 @@ async def admin_only(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings, *, before_auth: list[Any] | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=[
-            edge_middleware(settings),
-            *(before_auth or []),
-            auth_middleware(),
-        ]
+    app = tiny_app(
+        settings,
+        [
+            web.get("/public", public),
+            web.get("/optional", optional),
+            web.get("/me", user_only),
+            web.get("/admin", admin_only),
+        ],
+        [*(before_auth or []), auth_middleware()],
     )
-    app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(token_verifier_ctx)
-    app.router.add_get("/public", public)
-    app.router.add_get("/optional", optional)
-    app.router.add_get("/me", user_only)
-    app.router.add_get("/admin", admin_only)
     return app
 
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from gateway.middleware import add_routes
 from gateway.middleware.body_limit import body_limit_middleware
-from gateway.middleware.edge import edge_middleware
 from gateway.routing import route_options
 from tests.conftest import make_settings
 from tests.platform_app import tiny_app
@@ -53,7 +53,7 @@ async def client(aiohttp_client: Any) -> Any:
     app = tiny_app(
         settings,
         [web.post("/json", json_route), web.post("/raw", raw_route)],
-        [edge_middleware(settings), body_limit_middleware(settings)],
+        [body_limit_middleware(settings)],
         client_max_size=max(JSON_LIMIT, RAW_LIMIT),
     )
     client = await aiohttp_client(app)
@@ -140,7 +140,7 @@ async def echo_size(request: web.Request) -> web.Response:
 @pytest.fixture
 async def real_client(aiohttp_client: Any, app_factory: Any) -> Any:
     app = app_factory()  # defaults: JSON_BODY_LIMIT 100 KB, WEBHOOK_BODY_LIMIT 512 KB
-    app.router.add_post("/test-only/echo", echo_size)  # a plain JSON route with the default options
+    add_routes(app, [web.post("/test-only/echo", echo_size)])  # a plain JSON route with the default options
     return await aiohttp_client(app)
 
 

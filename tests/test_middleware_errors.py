@@ -24,7 +24,6 @@ from gateway.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from gateway.middleware.edge import edge_middleware
 from gateway.settings import Settings
 from tests.conftest import make_settings
 from tests.platform_app import json_logs, tiny_app
@@ -92,9 +91,7 @@ def build(settings: Settings) -> web.Application:
             web.get("/db/{kind}", db_down),
             web.get("/unavailable", unavailable),
         ],
-        [
-            edge_middleware(settings),
-        ],
+        [],
         client_max_size=1024,
     )
 

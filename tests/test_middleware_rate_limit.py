@@ -16,12 +16,12 @@ from gateway import keys
 from gateway.auth import identity
 from gateway.errors import BadRequest
 from gateway.log import JsonFormatter
-from gateway.middleware.edge import edge_middleware
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.ratelimit.memory import MemoryStore
 from gateway.routing import route_options
 from gateway.settings import Settings
+from tests.platform_app import tiny_app
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -60,10 +60,8 @@ async def misconfigured(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings, *extra_routes: web.RouteDef) -> web.Application:
-    app = web.Application(middlewares=[edge_middleware(settings), rate_limit_middleware()])
-    app[keys.SETTINGS] = settings
-    app.cleanup_ctx.append(rate_limiter_ctx)
-    app.add_routes(
+    app = tiny_app(
+        settings,
         [
             web.post("/stripe/webhook", webhook),
             web.get("/public", public),
@@ -71,8 +69,10 @@ def build_app(settings: Settings, *extra_routes: web.RouteDef) -> web.Applicatio
             web.post("/checkout", checkout),
             web.post("/refuse", refuse),
             *extra_routes,
-        ]
+        ],
+        [rate_limit_middleware()],
     )
+    app.cleanup_ctx.append(rate_limiter_ctx)
     return app
 
 

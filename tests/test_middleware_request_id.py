@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 
 from gateway.errors import Conflict
-from gateway.middleware.edge import edge_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
 from tests.conftest import make_settings
 from tests.platform_app import json_logs, tiny_app
@@ -59,7 +58,6 @@ async def client(aiohttp_client: Any) -> Any:
             web.get("/redirect", redirect),
         ],
         [
-            edge_middleware(settings),
             trusted_hosts_middleware(settings),
         ],
     )

@@ -10,7 +10,6 @@ import pytest
 from aiohttp import web
 
 from gateway.auth.tokens import token_verifier_ctx
-from gateway.middleware import build_middlewares
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.routing import route_options
 from gateway.security_headers import HSTS, STATIC_HEADERS
@@ -51,7 +50,6 @@ def build(settings: Settings) -> web.Application:
             web.get("/me", maybe_me),
             web.get("/boom", boom),
         ],
-        build_middlewares(settings),
     )
     app.cleanup_ctx.extend([rate_limiter_ctx, token_verifier_ctx])
     return app
@@ -146,7 +144,7 @@ async def test_vary_keeps_existing_values(aiohttp_client: Any) -> None:
         return web.json_response({}, headers={"Vary": "Accept-Encoding"})
 
     settings = make_settings()
-    app = tiny_app(settings, [web.get("/varied", varied)], build_middlewares(settings))
+    app = tiny_app(settings, [web.get("/varied", varied)])
     app.cleanup_ctx.extend([rate_limiter_ctx, token_verifier_ctx])
     client = await aiohttp_client(app)
     response = await client.get("/varied")

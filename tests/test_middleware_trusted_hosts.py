@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.middleware.edge import edge_middleware
 from gateway.middleware.trusted_hosts import HostMatcher, trusted_hosts_middleware
 from tests.conftest import make_settings
 from tests.platform_app import tiny_app
@@ -69,7 +68,7 @@ async def client(aiohttp_client: Any) -> Any:
     app = tiny_app(
         settings,
         [web.get("/", handler), web.post("/", handler)],
-        [edge_middleware(settings), trusted_hosts_middleware(settings)],
+        [trusted_hosts_middleware(settings)],
     )
     client = await aiohttp_client(app)
     client.calls = calls

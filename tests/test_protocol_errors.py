@@ -13,7 +13,6 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.metrics import HTTP
-from gateway.middleware.edge import edge_middleware
 from gateway.middleware.errors import MALFORMED_ROUTE, install_protocol_error_answers
 from tests.conftest import make_settings
 from tests.platform_app import json_logs, tiny_app
@@ -83,7 +82,7 @@ async def test_an_unparsable_request_gets_the_json_error_shape(
     protocol_answers: None, aiohttp_server: Any, raw: bytes, reason: str
 ) -> None:
     settings = make_settings()
-    server = await aiohttp_server(tiny_app(settings, [web.get("/ok", ok)], [edge_middleware(settings)]))
+    server = await aiohttp_server(tiny_app(settings, [web.get("/ok", ok)], []))
     counted = HTTP.answers.get((MALFORMED_ROUTE, "OTHER", 400), 0)
 
     with json_logs() as logs:
@@ -105,8 +104,9 @@ async def test_an_unparsable_request_gets_the_json_error_shape(
 async def test_a_failure_outside_the_middleware_stack_is_a_json_500(
     protocol_answers: None, aiohttp_server: Any
 ) -> None:
-    settings = make_settings()
-    server = await aiohttp_server(tiny_app(settings, [web.get("/fails", fails)], []))  # no edge layer
+    app = web.Application()  # no edge layer
+    app.router.add_get("/fails", fails)
+    server = await aiohttp_server(app)
 
     with json_logs() as logs:
         status, headers, body = await exchange(server.port, b"GET /fails HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -128,7 +128,7 @@ async def test_a_failure_outside_the_edge_keeps_the_request_id_and_one_access_li
         raise RuntimeError("broken outside the edge")
 
     settings = make_settings()
-    app = tiny_app(settings, [web.get("/ok", ok)], [breaks_after_the_edge, edge_middleware(settings)])
+    app = tiny_app(settings, [web.get("/ok", ok)], [], outside=[breaks_after_the_edge])
     server = await aiohttp_server(app)
 
     with json_logs() as logs:

@@ -25,6 +25,7 @@ from gateway.accounts import passwords, store
 from gateway.accounts.tokens import local_token_verifier_ctx
 from gateway.checkout.validation import Problems, read_json_object, refuse_unknown
 from gateway.errors import RateLimited, Unauthorized
+from gateway.middleware import add_routes
 from gateway.ratelimit.policies import Policy, ratelimit_header, retry_after_seconds
 from gateway.responses import NO_STORE, json_response
 from gateway.routing import route_options
@@ -164,6 +165,11 @@ def register(app: web.Application) -> None:
         return
     # Wraps the verifier made by token_verifier_ctx (added to cleanup_ctx before the routes are registered).
     app.cleanup_ctx.append(local_token_verifier_ctx)
-    app.router.add_post(f"{AUTH_PATH}/login", login, name="auth_login")
-    app.router.add_post(f"{AUTH_PATH}/refresh", refresh, name="auth_refresh")
-    app.router.add_post(f"{AUTH_PATH}/logout", logout, name="auth_logout")
+    add_routes(
+        app,
+        [
+            web.post(f"{AUTH_PATH}/login", login, name="auth_login"),
+            web.post(f"{AUTH_PATH}/refresh", refresh, name="auth_refresh"),
+            web.post(f"{AUTH_PATH}/logout", logout, name="auth_logout"),
+        ],
+    )

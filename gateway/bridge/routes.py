@@ -15,6 +15,7 @@ from gateway import context, keys
 from gateway.bridge import events
 from gateway.bridge.registry import registry
 from gateway.errors import BadRequest, Unauthorized
+from gateway.middleware import add_routes
 from gateway.responses import json_response
 from gateway.routing import route_options
 from gateway.subscriptions import entitlements
@@ -91,6 +92,11 @@ async def user_entitlements(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    app.router.add_get("/v1/bridge/events", list_bridge_events, name="bridge_events")
-    app.router.add_get("/v1/me/entitlements", my_entitlements, name="my_entitlements")
-    app.router.add_get("/v1/users/{user_id}/entitlements", user_entitlements, name="user_entitlements")
+    add_routes(
+        app,
+        [
+            web.get("/v1/bridge/events", list_bridge_events, name="bridge_events"),
+            web.get("/v1/me/entitlements", my_entitlements, name="my_entitlements"),
+            web.get("/v1/users/{user_id}/entitlements", user_entitlements, name="user_entitlements"),
+        ],
+    )

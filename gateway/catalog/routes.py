@@ -9,6 +9,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from gateway import keys
+from gateway.middleware import add_routes
 from gateway.routing import route_options
 
 CACHE_SECONDS = 60
@@ -56,4 +57,4 @@ async def list_products(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    app.router.add_get("/v1/products", list_products, name="products")
+    add_routes(app, [web.get("/v1/products", list_products, name="products")])

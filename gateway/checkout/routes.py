@@ -12,6 +12,7 @@ from gateway import context, keys
 from gateway.checkout import orders_api, service
 from gateway.checkout.validation import idempotency_key, parse_checkout, read_json_object
 from gateway.errors import ApiError, ServiceUnavailable, Unauthorized
+from gateway.middleware import add_routes
 from gateway.responses import NO_STORE, json_response
 from gateway.routing import route_options
 
@@ -78,6 +79,11 @@ async def create_checkout_session(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    app.router.add_post("/v1/checkout/sessions", create_checkout_session, name="checkout_sessions")
-    app.router.add_get("/v1/orders", orders_api.list_orders, name="orders")
-    app.router.add_get("/v1/orders/{order_id}", orders_api.get_order, name="order")
+    add_routes(
+        app,
+        [
+            web.post("/v1/checkout/sessions", create_checkout_session, name="checkout_sessions"),
+            web.get("/v1/orders", orders_api.list_orders, name="orders"),
+            web.get("/v1/orders/{order_id}", orders_api.get_order, name="order"),
+        ],
+    )

@@ -1,28 +1,30 @@
 """The middleware stack. Its order is set here and nowhere else (outside in).
 
-The edge layer (`edge.py`: request id, error mapper, access log + metrics) wraps every request. Each layer inside
+The edge layer (`edge.py`: request id, error mapper, access log + metrics) wraps every route. Each layer inside
 it names the routes it applies to, from the options the route declares (`gateway.routing`); the chain inside the
-edge is composed once per route from the layers that apply, so a probe does not pass through host checks, rate
-limiting, body limits and authentication it has none of. A request no route matches (404, 405) gets the layers
-of `UNMATCHED_OPTIONS`: host check, public rate limit and body limit. The edge also stamps the security headers
-on every answer, the error mapper's included.
+edge is composed once per route, when the route is registered, from the layers that apply, so a probe does not
+pass through host checks, rate limiting, body limits and authentication it has none of. Routes are registered
+with `add_routes` (aiohttp-cors's preflight routes through `gateway.middleware.cors`), and `finish_routes` comes
+last: a request no route matches (404, 405) gets the layers of `routing.unmatched` (host check, public rate
+limit, body limit). The edge also stamps the security headers on every answer, the error mapper's included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from gateway import keys
 from gateway.middleware.auth import auth_middleware
 from gateway.middleware.body_limit import body_limit_middleware
-from gateway.middleware.cors import cors_preflight_middleware
-from gateway.middleware.edge import edge_middleware
+from gateway.middleware.edge import Wrap, edge_layer, is_behind_edge
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
-from gateway.routing import RouteOptions
+from gateway.routing import UNMATCHED_ROUTE, RouteOptions, route_label, unmatched
 from gateway.settings import Settings
 
 
@@ -36,7 +38,6 @@ def build_layers(settings: Settings) -> list[Layer]:
     """The layers inside the edge, outside in."""
     return [
         Layer(trusted_hosts_middleware(settings), lambda options: options.check_host),
-        Layer(cors_preflight_middleware(), lambda options: options.cors),
         Layer(rate_limit_middleware(), lambda options: options.rate_limit is not None),
         Layer(body_limit_middleware(settings), lambda options: options.body != "none"),
         Layer(auth_middleware(), lambda options: options.auth != "none"),
@@ -51,7 +52,31 @@ def compose(layers: list[Layer], handler: Handler, options: RouteOptions) -> Han
     return handler
 
 
-def build_middlewares(settings: Settings) -> list[Middleware]:
-    """Outside in: the edge (request id -> error mapper -> access log + metrics), then the route's layers (the
-    edge composes them once per route)."""
-    return [edge_middleware(settings, compose=partial(compose, build_layers(settings)))]
+def build_edge(settings: Settings) -> Wrap:
+    """Outside in: the edge (request id -> error mapper -> access log + metrics), then the route's layers."""
+    return edge_layer(settings, compose=partial(compose, build_layers(settings)))
+
+
+def add_routes(app: web.Application, routes: Iterable[web.RouteDef]) -> None:
+    """Register `routes`, each handler behind the edge (`app[keys.EDGE]`) and the layers its options call for."""
+    wrap = app[keys.EDGE]
+    for route in routes:
+        label = route_label(route.kwargs.get("name"), route.path)
+        web.RouteDef(route.method, route.path, wrap(route.handler, label, None), route.kwargs).register(app.router)
+
+
+def finish_routes(app: web.Application) -> None:
+    """Call after every other route is added: the route of every request no other route matches, and a check at
+    start-up that no route was added around the edge (with `app.router` directly)."""
+    add_routes(app, [web.route(hdrs.METH_ANY, r"/{path:[\s\S]*}", unmatched, name=UNMATCHED_ROUTE)])
+    app.on_startup.append(_check_every_route_is_behind_the_edge)
+
+
+async def _check_every_route_is_behind_the_edge(app: web.Application) -> None:
+    bare = [
+        f"{route.method} {route.resource.canonical}"
+        for route in app.router.routes()
+        if route.resource and not is_behind_edge(route.handler)
+    ]
+    if bare:
+        raise RuntimeError(f"routes registered without the edge layer (use gateway.middleware.add_routes): {bare}")

@@ -1,8 +1,9 @@
 """CORS through aiohttp-cors: an exact origin allowlist, credentials only for listed origins.
 
-aiohttp-cors answers preflights from an OPTIONS route it adds to each CORS-enabled resource. The middleware
-below sends a preflight straight to that handler, so preflights are answered here, before rate limiting, body
-limits and authentication. The CORS headers of other answers (errors included) are added by aiohttp-cors's
+aiohttp-cors answers preflights from an OPTIONS route it adds to each CORS-enabled resource. That route is put
+behind the edge layer like every other (request id, error shape, metrics, security headers, host check) with the
+options `PREFLIGHT_OPTIONS`: a preflight is answered before rate limiting, body limits and authentication, which
+it has none of. The CORS headers of other answers (errors included) are added by aiohttp-cors's
 response hook, which the edge layer calls for requests with an Origin header (`complete_answer`). `Vary: Origin`
 is added to every answer with the security headers.
 """
@@ -10,13 +11,14 @@ is added to every answer with the security headers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp_cors
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp_cors.urldispatcher_router_adapter import ResourcesUrlDispatcherRouterAdapter
 
 from gateway import keys
-from gateway.routing import declared_options
+from gateway.routing import PREFLIGHT_OPTIONS, declared_options, route_label
 from gateway.settings import Settings
 
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID")
@@ -36,7 +38,8 @@ def setup_cors(app: web.Application, settings: Settings) -> None:
         for origin in settings.cors_origins
     }
     signals_before = len(app.on_response_prepare)
-    cors = aiohttp_cors.setup(app, defaults=defaults)
+    adapter = _EdgeRouterAdapter(app, defaults)
+    cors = aiohttp_cors.CorsConfig(app, defaults=defaults, router_adapter=adapter)
     # aiohttp-cors installs its response hook as an on_response_prepare signal, run for every answer. A request
     # without an Origin header (webhooks, probes, server-to-server calls) is no CORS request: the edge layer calls
     # the hook only for requests that have one.
@@ -57,19 +60,18 @@ async def complete_answer(request: web.Request, response: web.StreamResponse) ->
         await hook(request, response)
 
 
-def is_preflight(request: web.Request) -> bool:
-    return (
-        request.method == hdrs.METH_OPTIONS
-        and hdrs.ORIGIN in request.headers
-        and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
-    )
+class _EdgeRouterAdapter(ResourcesUrlDispatcherRouterAdapter):
+    """aiohttp-cors's adapter for aiohttp's router, with the preflight route it adds to a resource put behind the
+    edge layer (`app[keys.EDGE]`)."""
 
+    def __init__(self, app: web.Application, defaults: dict[str, aiohttp_cors.ResourceOptions]) -> None:
+        super().__init__(app.router, defaults)
+        self._wrap = app[keys.EDGE]
 
-def cors_preflight_middleware() -> Middleware:
-    @web.middleware
-    async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_preflight(request) and request.match_info.http_exception is None:
-            return await request.match_info.handler(request)
-        return await handler(request)
-
-    return cors_preflight
+    def add_preflight_handler(
+        self, routing_entity: web.Resource | web.StaticResource | web.ResourceRoute, handler: Any, webview: bool = False
+    ) -> None:
+        resource = routing_entity.resource if isinstance(routing_entity, web.ResourceRoute) else routing_entity
+        if isinstance(resource, web.Resource) and not self.is_cors_for_resource(resource):
+            handler = self._wrap(handler, route_label(resource.name, resource.canonical), PREFLIGHT_OPTIONS)
+        super().add_preflight_handler(routing_entity, handler)

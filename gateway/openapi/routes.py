@@ -10,6 +10,7 @@ import orjson
 import yaml
 from aiohttp import web
 
+from gateway.middleware import add_routes
 from gateway.routing import route_options
 
 DOCUMENT_PATH = Path(__file__).resolve().parent / "openapi.yaml"
@@ -39,4 +40,4 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 def register(app: web.Application) -> None:
     document()  # a broken document is a boot error, not a 500
-    app.router.add_get("/openapi.json", openapi_json, name="openapi")
+    add_routes(app, [web.get("/openapi.json", openapi_json, name="openapi")])
