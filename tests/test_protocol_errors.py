@@ -156,3 +156,23 @@ def test_installing_twice_keeps_one_override(protocol_answers: None) -> None:
     install_protocol_error_answers()
     install_protocol_error_answers()
     assert RequestHandler.handle_error.__name__ == "protocol_error_answer"
+
+
+@pytest.mark.parametrize(
+    ("target", "method"),
+    [(b"OPTIONS *", "OPTIONS"), (b"CONNECT localhost:443", "OTHER"), (b"GET http://localhost", "GET")],
+    ids=["asterisk", "authority", "absolute-without-path"],
+)
+async def test_a_request_target_no_route_can_match_gets_the_json_404(
+    aiohttp_server: Any, target: bytes, method: str
+) -> None:
+    """aiohttp would answer these itself (plain text, its Server banner): no path starts with "/"."""
+    server = await aiohttp_server(tiny_app(make_settings(), [web.get("/ok", ok)], []))
+    counted = HTTP.answers.get(("unmatched", method, 404), 0)
+
+    status, headers, body = await exchange(
+        server.port, target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+
+    assert_gateway_error(status, headers, body, expected=404, code="not_found")
+    assert HTTP.answers[("unmatched", method, 404)] == counted + 1

@@ -11,9 +11,10 @@ limit, body limit). The edge also stamps the security headers on every answer, t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -69,7 +70,25 @@ def finish_routes(app: web.Application) -> None:
     """Call after every other route is added: the route of every request no other route matches, and a check at
     start-up that no route was added around the edge (with `app.router` directly)."""
     add_routes(app, [web.route(hdrs.METH_ANY, r"/{path:[\s\S]*}", unmatched, name=UNMATCHED_ROUTE)])
+    catch_all = app.router[UNMATCHED_ROUTE]
+    resolve = app.router.resolve
+
+    def resolve_any_target(request: web.Request) -> Coroutine[Any, Any, web.UrlMappingMatchInfo]:
+        # Every path that starts with "/" reaches the catch-all route. A request target without one (`OPTIONS *`,
+        # CONNECT's `host:port`, an absolute URL with no path) can match no route, and aiohttp would answer it
+        # itself (plain text, its Server banner): it is sent to the catch-all route instead. A plain function, so
+        # the usual path costs no extra coroutine.
+        if request.rel_url.path_safe.startswith("/"):
+            return resolve(request)
+        return _match_catch_all(catch_all)
+
+    app.router.resolve = resolve_any_target  # type: ignore[method-assign]
     app.on_startup.append(_check_every_route_is_behind_the_edge)
+
+
+async def _match_catch_all(resource: web.AbstractResource) -> web.UrlMappingMatchInfo:
+    [route] = list(resource)
+    return web.UrlMappingMatchInfo({}, route)
 
 
 async def _check_every_route_is_behind_the_edge(app: web.Application) -> None:
