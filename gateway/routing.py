@@ -30,6 +30,8 @@ DEFAULT_OPTIONS = RouteOptions()
 # aiohttp-cors's OPTIONS route of a CORS resource: a preflight is answered before rate limiting, body limits and
 # authentication (gateway/middleware/cors.py).
 PREFLIGHT_OPTIONS = RouteOptions(rate_limit=None, body="none", cors=False)
+# A request whose Expect header the gateway cannot meet (417), refused before the route's own layers run.
+EXPECTATION_OPTIONS = RouteOptions(body="none", cors=False)
 UNMATCHED_ROUTE = "unmatched"
 
 _ATTR = "__route_options__"

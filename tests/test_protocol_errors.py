@@ -176,3 +176,15 @@ async def test_a_request_target_no_route_can_match_gets_the_json_404(
 
     assert_gateway_error(status, headers, body, expected=404, code="not_found")
     assert HTTP.answers[("unmatched", method, 404)] == counted + 1
+
+
+async def test_an_expectation_the_gateway_cannot_meet_gets_the_json_417(aiohttp_server: Any) -> None:
+    server = await aiohttp_server(tiny_app(make_settings(), [web.post("/ok", ok)], []))
+    head = b"POST /ok HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nConnection: close\r\n"
+
+    status, headers, body = await exchange(server.port, head + b"Expect: something-else\r\n\r\n{}")
+    assert_gateway_error(status, headers, body, expected=417, code="expectation_failed")
+
+    status, headers, rest = await exchange(server.port, head + b"Expect: 100-continue\r\n\r\n{}")
+    assert status == 100  # the interim answer, then the route's own
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and rest.endswith(b'{"ok": true}')

@@ -37,6 +37,7 @@ _AIOHTTP_CODES = {
     411: "length_required",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "validation_failed",
     429: "rate_limited",
 }
