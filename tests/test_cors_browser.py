@@ -367,3 +367,10 @@ async def test_browser_against_the_real_app(browser: Browser, sites: Sites, app_
         assert await browser.result_of(page_url(allowed, health)) == "BLOCKED TypeError"
     finally:
         await gateway.close()
+
+
+async def test_a_preflight_with_an_expectation_the_gateway_cannot_meet_gets_the_json_417(client: Any) -> None:
+    response = await client.options("/v1/whoami", headers={**preflight(SHOP), "Expect": "something-else"})
+    assert response.status == 417
+    assert (await response.json())["error"]["code"] == "expectation_failed"
+    assert response.headers.get("Server", "") == ""

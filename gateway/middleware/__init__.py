@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from aiohttp import HttpVersion11, hdrs, web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway import keys
 from gateway.middleware.auth import auth_middleware
 from gateway.middleware.body_limit import body_limit_middleware
 from gateway.middleware.edge import Wrap, edge_layer, is_behind_edge
+from gateway.middleware.expect import expect_handler
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
-from gateway.routing import EXPECTATION_OPTIONS, UNMATCHED_ROUTE, RouteOptions, route_label, unmatched
+from gateway.routing import UNMATCHED_ROUTE, RouteOptions, route_label, unmatched
 from gateway.settings import Settings
 
 
@@ -63,29 +64,8 @@ def add_routes(app: web.Application, routes: Iterable[web.RouteDef]) -> None:
     wrap = app[keys.EDGE]
     for route in routes:
         label = route_label(route.kwargs.get("name"), route.path)
-        expect = _expect_handler(wrap(_expectation_failed, label, EXPECTATION_OPTIONS))
-        kwargs = {**route.kwargs, "expect_handler": expect}
+        kwargs = {**route.kwargs, "expect_handler": expect_handler(wrap, label)}
         web.RouteDef(route.method, route.path, wrap(route.handler, label, None), kwargs).register(app.router)
-
-
-def _expect_handler(refuse: Handler) -> Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse | None]]:
-    """A route's `Expect` header, seen before its handler runs: `100-continue` gets its interim answer, as aiohttp
-    does; any other expectation is refused through the edge (aiohttp's own 417 would be plain text)."""
-
-    async def expect(request: web.Request) -> web.StreamResponse | None:
-        if request.version != HttpVersion11:
-            return None
-        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-            return await refuse(request)
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the interim answer is not part of the answer
-        return None
-
-    return expect
-
-
-async def _expectation_failed(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPExpectationFailed()
 
 
 def finish_routes(app: web.Application) -> None:

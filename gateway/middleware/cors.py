@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 from aiohttp_cors.urldispatcher_router_adapter import ResourcesUrlDispatcherRouterAdapter
 
 from gateway import keys
+from gateway.middleware.expect import expect_handler
 from gateway.routing import PREFLIGHT_OPTIONS, declared_options, route_label
 from gateway.settings import Settings
 
@@ -72,6 +73,18 @@ class _EdgeRouterAdapter(ResourcesUrlDispatcherRouterAdapter):
         self, routing_entity: web.Resource | web.StaticResource | web.ResourceRoute, handler: Any, webview: bool = False
     ) -> None:
         resource = routing_entity.resource if isinstance(routing_entity, web.ResourceRoute) else routing_entity
-        if isinstance(resource, web.Resource) and not self.is_cors_for_resource(resource):
-            handler = self._wrap(handler, route_label(resource.name, resource.canonical), PREFLIGHT_OPTIONS)
-        super().add_preflight_handler(routing_entity, handler)
+        if not isinstance(resource, web.Resource) or self.is_cors_for_resource(resource):
+            super().add_preflight_handler(routing_entity, handler)
+            return
+        # The parent's own steps for a resource, with the route behind the edge and its Expect handling
+        # (the parent adds the OPTIONS route with aiohttp's defaults).
+        if any(route.method in (hdrs.METH_OPTIONS, hdrs.METH_ANY) for route in resource):
+            raise ValueError(f"{resource!r} already has an OPTIONS or '*' route")
+        label = route_label(resource.name, resource.canonical)
+        route = resource.add_route(
+            hdrs.METH_OPTIONS,
+            self._wrap(handler, label, PREFLIGHT_OPTIONS),
+            expect_handler=expect_handler(self._wrap, label),
+        )
+        self._preflight_routes.add(route)
+        self._resources_with_preflight_handlers.add(resource)
