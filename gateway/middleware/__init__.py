@@ -7,6 +7,8 @@ pass through host checks, rate limiting, body limits and authentication it has n
 with `add_routes` (aiohttp-cors's preflight routes through `gateway.middleware.cors`), and `finish_routes` comes
 last: a request no route matches (404, 405) gets the layers of `routing.unmatched` (host check, public rate
 limit, body limit). The edge also stamps the security headers on every answer, the error mapper's included.
+Each route also gets the gateway's handling of the `Expect` header (`expect.py`), which aiohttp runs before the
+route's handler.
 """
 
 from __future__ import annotations
