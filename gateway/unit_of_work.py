@@ -10,12 +10,13 @@ the ledger row is (the `gate`).
 Two modes:
 
 - **Locked**: inside the caller's transaction. `lock_order()` locks the order row; the caller commits.
-- **Optimistic** (`snapshot` given): no transaction is open. `lock_order()` returns the order the caller read
-  beforehand, with its row version (PostgreSQL's `xmin`, which every update of the row changes), and `flush()`
-  is the whole transaction: its first step locks the order row only if it still has that version, and writes
-  nothing otherwise (`NeedsTransaction`). A handler that sends a statement itself (`unit.con`) also raises
-  `NeedsTransaction` before anything is sent. The caller then runs the event again in locked mode. The outcome is
-  the one the locked mode gives: the decision was taken on the row as it is when the write commits.
+- **Optimistic** (`UnitOfWork.optimistic`): no transaction is open. `lock_order()` returns the order the caller
+  read beforehand, with its row version (PostgreSQL's `xmin`, which every update of the row changes), and
+  `flush()` goes through the group-commit pipeline (gateway/db/pipeline.py): its statement commits on its own or
+  with other deliveries' statements, never in part. Its first step locks the order row only if it still has that
+  version, and writes nothing otherwise (`NeedsTransaction`). A handler that sends a statement itself (`unit.con`)
+  also raises `NeedsTransaction` before anything is sent. The caller then runs the event again in locked mode. The
+  outcome is the one the locked mode gives: the decision was taken on the row as it is when the write commits.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncpg
 
 from gateway import metrics, stock
 from gateway.bridge.registry import validate_event
+from gateway.db.pipeline import Pipeline
 from gateway.orders import queries
 from gateway.orders.queries import UPDATE_ORDER, UPSERT_PAYMENT, Order, OrderChange, OrderKeys, Payment
 
@@ -143,6 +145,10 @@ class _Detached:
         raise NeedsTransaction(f"statement sent outside flush() ({name})")
 
 
+# `con` of an optimistic unit of work: a handler that sends a statement itself raises NeedsTransaction.
+DETACHED = cast(asyncpg.Connection, _Detached())
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What an optimistic unit of work starts from: the order found by `keys`, read without a lock (None: none)."""
@@ -188,25 +194,24 @@ class LedgerEntry:
 
 @dataclass
 class UnitOfWork:
-    con: asyncpg.Connection  # for handlers' own statements; a stand-in that raises in optimistic mode
+    con: asyncpg.Connection  # for handlers' own statements; DETACHED in optimistic mode
     actor: str
     source_event_id: str  # the Stripe event id
     request_id: str | None
     app_source: str = "website"
     snapshot: Snapshot | None = None  # given: optimistic mode
+    pipeline: Pipeline | None = None  # optimistic mode: flush() goes through it
     audits: list[AuditEntry] = field(default_factory=list)
     events: list[BridgeEvent] = field(default_factory=list)
     order_change: tuple[str, OrderChange] | None = None
     payment: Payment | None = None
     stock_commit: str | None = None  # order id
     stock_release: tuple[str, str] | None = None  # order id, reason
-    writer: asyncpg.Connection = field(init=False)  # flush() writes through it
     guard: Order | None = field(init=False, default=None)  # optimistic mode: the order the decision was taken on
 
     def __post_init__(self) -> None:
-        self.writer = self.con
-        if self.snapshot is not None:
-            self.con = cast(asyncpg.Connection, _Detached())
+        if (self.snapshot is None) != (self.pipeline is None):
+            raise ValueError("an optimistic unit of work needs both a snapshot and a pipeline")
 
     async def lock_order(self, keys: OrderKeys) -> Order | None:
         """The order an event is about, its row locked until the transaction ends (None: no such order).
@@ -272,8 +277,7 @@ class UnitOfWork:
         Optimistic mode: the statement is the whole transaction; NeedsTransaction when the order row changed
         since it was read (nothing written).
         """
-        row = await self.writer.fetchrow(
-            FLUSH,
+        args = (
             self.actor,
             self.source_event_id,
             self.request_id,
@@ -309,6 +313,12 @@ class UnitOfWork:
             self.guard.id if self.guard else None,
             self.guard.version if self.guard else None,
         )
+        if self.pipeline is None:
+            row = await self.con.fetchrow(FLUSH, *args)
+        else:
+            # Sent in order of the order row it locks, then of the ledger row it writes (gateway/db/pipeline.py).
+            order = (self.guard.id if self.guard else "", self.source_event_id)
+            row = await self.pipeline.fetchrow(FLUSH, *args, order=order)
         committed_for = self.stock_commit
         self.audits.clear()
         self.events.clear()

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from gateway.cli import build_parser
+from gateway.db.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.webhooks.envelope import parse_event
 from gateway.webhooks.ledger import IngestResult, ingest
@@ -54,7 +55,9 @@ async def deliver(
 ) -> IngestResult:
     """Ingest `event` exactly as the webhook view does after the signature check."""
     parsed = parse_event(event_body(event), required_livemode=None)
-    return await ingest(pool, parsed, request_id=request_id, handlers_enabled=handlers_enabled, app_source="website")
+    return await ingest(
+        Pipeline(pool), parsed, request_id=request_id, handlers_enabled=handlers_enabled, app_source="website"
+    )
 
 
 async def ledger_row(pool: asyncpg.Pool, event_id: str) -> asyncpg.Record:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
+from gateway.db.pipeline import Pipeline
 from gateway.orders.queries import valid_uuid
 from gateway.webhooks.envelope import StripeEvent, parse_event
 from gateway.webhooks.ledger import HandlerFailed, ingest
@@ -229,7 +230,7 @@ async def replay_event(
     event = event_from_payload(row["payload"])
     try:
         result = await ingest(
-            pool,
+            Pipeline(pool),
             event,
             request_id=request_id or new_request_id("replay"),
             handlers_enabled=True,

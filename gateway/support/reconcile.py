@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 import stripe
 
+from gateway.db.pipeline import Pipeline
 from gateway.errors import ApiError
 from gateway.webhooks.envelope import parse_event
 from gateway.webhooks.ledger import HandlerFailed, ingest
@@ -143,7 +144,7 @@ async def reconcile(
         try:
             event = parse_event(orjson.dumps(raw), required_livemode=required_livemode)
             result = await ingest(
-                pool, event, request_id=request_id, handlers_enabled=handlers_enabled, app_source=app_source
+                Pipeline(pool), event, request_id=request_id, handlers_enabled=handlers_enabled, app_source=app_source
             )
         except ApiError as exc:  # not an event we accept (livemode mismatch, malformed)
             report.failed += 1

@@ -2,13 +2,18 @@
 
     read the ledger row's status and the order the event names     -- already applied: duplicate, no transaction
     run the handler on that order (optimistic unit of work)
-    write everything in one statement, its own transaction:        -- only then does the view answer 200
+    write everything in one statement:                             -- only then does the view answer 200
         lock the order row if it is unchanged since it was read, the ledger row in its final state, the order's
         change, payment, stock moves, audit rows and bridge events
 
-Two round trips for most events. When the handler needs more than the order row (it sends statements of its own:
-a refund's sum, an order created from a Checkout Session, subscriptions) or the order changed in between, nothing
-was written and the event runs again in locked mode:
+Both statements go through the group-commit pipeline (gateway/db/pipeline.py): concurrent deliveries' reads
+share a round trip, and their write statements share a round trip and a commit. Each delivery's write is still
+one statement, so its ledger row and its business changes commit together or not at all, and a batch that fails
+is retried statement by statement, so one delivery's failure never rolls back another's.
+
+When the handler needs more than the order row (it sends statements of its own: a refund's sum, an order created
+from a Checkout Session, subscriptions) or the order changed in between, nothing was written and the event runs
+again in locked mode, on its own connection:
 
     BEGIN
     run the handler: lock the order, apply the transition, stock, payments
@@ -32,8 +37,9 @@ from typing import Literal
 import asyncpg
 
 from gateway.db.errors import UNAVAILABLE_ERRORS
+from gateway.db.pipeline import Pipeline
 from gateway.orders.queries import FIND_ORDER, Order, lookup_params
-from gateway.unit_of_work import LedgerEntry, NeedsTransaction, Snapshot, UnitOfWork
+from gateway.unit_of_work import DETACHED, LedgerEntry, NeedsTransaction, Snapshot, UnitOfWork
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers import HANDLERS
 from gateway.webhooks.handlers.orders import order_keys
@@ -130,7 +136,7 @@ async def process(unit: UnitOfWork, event: StripeEvent, *, handlers_enabled: boo
 
 
 async def ingest(
-    pool: asyncpg.Pool, event: StripeEvent, *, request_id: str | None, handlers_enabled: bool, app_source: str
+    pipeline: Pipeline, event: StripeEvent, *, request_id: str | None, handlers_enabled: bool, app_source: str
 ) -> IngestResult:
     def unit(con: asyncpg.Connection, snapshot: Snapshot | None = None) -> UnitOfWork:
         return UnitOfWork(
@@ -140,33 +146,34 @@ async def ingest(
             request_id=request_id,
             app_source=app_source,
             snapshot=snapshot,
+            pipeline=pipeline if snapshot else None,
         )
 
-    async with pool.acquire() as con:
-        keys = order_keys(event)
-        peek = await con.fetchrow(PEEK, *(lookup_params(keys) or _NO_KEYS), event.id)
-        if peek["ledger_status"] in SETTLED_STATUSES:
-            return IngestResult("duplicate")
-        order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"}) if peek["id"] else None
+    keys = order_keys(event)
+    peek = await pipeline.fetchrow(PEEK, *(lookup_params(keys) or _NO_KEYS), event.id)
+    if peek["ledger_status"] in SETTLED_STATUSES:
+        return IngestResult("duplicate")
+    order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"}) if peek["id"] else None
+    try:
         try:
-            try:
-                return await process(unit(con, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
-            except _SETTLED_OR_UNAVAILABLE:
-                raise
-            except NeedsTransaction as exc:
-                log.debug("webhook event runs in locked mode", extra={"reason": str(exc)})
-            except Exception as exc:
-                # Nothing was written; the locked mode meets the same failure again and records it.
-                log.debug("optimistic attempt failed", exc_info=exc)
-            async with con.transaction():
-                return await process(unit(con), event, handlers_enabled=handlers_enabled)
-        except SettledMeanwhile:
-            return IngestResult("duplicate")
-        except UNAVAILABLE_ERRORS:
-            raise  # 503: Stripe retries; nothing was committed
+            return await process(unit(DETACHED, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
+        except _SETTLED_OR_UNAVAILABLE:
+            raise
+        except NeedsTransaction as exc:
+            log.debug("webhook event runs in locked mode", extra={"reason": str(exc)})
         except Exception as exc:
+            # Nothing was written; the locked mode meets the same failure again and records it.
+            log.debug("optimistic attempt failed", exc_info=exc)
+        async with pipeline.pool.acquire() as con, con.transaction():
+            return await process(unit(con), event, handlers_enabled=handlers_enabled)
+    except SettledMeanwhile:
+        return IngestResult("duplicate")
+    except UNAVAILABLE_ERRORS:
+        raise  # 503: Stripe retries; nothing was committed
+    except Exception as exc:
+        async with pipeline.pool.acquire() as con:
             await _record_failure(con, event, request_id, exc)
-            raise HandlerFailed(type(exc).__name__) from exc
+        raise HandlerFailed(type(exc).__name__) from exc
 
 
 async def _record_failure(

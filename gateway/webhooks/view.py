@@ -53,7 +53,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         result = await ingest(
-            request.app[keys.DB_POOL],
+            request.app[keys.DB_PIPELINE],
             event,
             request_id=context.request_id(),
             handlers_enabled=settings.webhook_handlers_enabled,
