@@ -96,6 +96,9 @@ def gateways(database_url: str, tmp_path: Path) -> Iterator[list[int]]:
 async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool: asyncpg.Pool) -> None:
     async with db_pool.acquire() as con:
         seeded = [await seed_order(con, stock=100, quantity=2) for _ in range(15)]
+        # one more order per process, paid through that process only: both processes write payments whichever
+        # wins the races below (under group commit one process may well settle every shared event first)
+        own = [await seed_order(con, stock=100, quantity=2) for _ in gateways]
     events: list[dict[str, Any]] = []
     for i, order in enumerate(seeded):
         if i % 3 == 2:
@@ -116,6 +119,8 @@ async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool:
             events.append(make_event("payment_intent.succeeded", payment_intent(order.order_id)))
     assert len(events) == 30
     deliveries = [(event, port) for event in events for port in gateways]  # each event to both processes
+    own_events = [make_event("payment_intent.succeeded", payment_intent(order.order_id)) for order in own]
+    deliveries += list(zip(own_events, gateways, strict=True))
     random.Random(7).shuffle(deliveries)
 
     timeout = aiohttp.ClientTimeout(total=30)
@@ -133,6 +138,8 @@ async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool:
     by_event: dict[str, list[str]] = {}
     for event_id, _port, status in results:
         by_event.setdefault(event_id, []).append(status)
+    for event in own_events:
+        assert by_event.pop(str(event["id"])) == ["processed"]
     for event_id, statuses in by_event.items():
         # one process applied it (processed, or stale for a failure after the expiry), the other saw a duplicate
         assert sorted(statuses) in (["duplicate", "processed"], ["duplicate", "stale"]), (event_id, statuses)
@@ -140,9 +147,9 @@ async def test_two_processes_apply_each_event_once(gateways: list[int], db_pool:
     assert served_by == set(gateways)  # both processes really did work
 
     async with db_pool.acquire() as con:
-        assert await con.fetchval("SELECT count(*) FROM webhook_events") == 30
+        assert await con.fetchval("SELECT count(*) FROM webhook_events") == 32
         assert await con.fetchval("SELECT count(*) FROM webhook_events WHERE attempts <> 1") == 0
-        assert await con.fetchval("SELECT count(*) FROM bridge_events WHERE event_type = 'ORDER_PAID'") == 10
+        assert await con.fetchval("SELECT count(*) FROM bridge_events WHERE event_type = 'ORDER_PAID'") == 12
         for i, order in enumerate(seeded):
             types = await bridge_types(con, order.order_id)
             status = await con.fetchval("SELECT status FROM orders WHERE id = $1::uuid", order.order_id)
