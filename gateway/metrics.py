@@ -104,6 +104,11 @@ WEBHOOK_PROCESSING = Histogram(
     "Time from a verified body to the committed ledger row",
     buckets=LATENCY_BUCKETS,
 )
+DB_BATCH_STATEMENTS = Histogram(
+    "gateway_db_batch_statements",
+    "Statements sent in one round trip and committed together by the group-commit pipeline",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 WEBHOOK_DELIVERY_LAG = Histogram(
     "stripe_webhook_delivery_lag_seconds",
     "Now minus the event's Stripe `created` time at arrival",

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.db.pipeline import Pipeline
 from gateway.db.pool import create_pool
@@ -44,11 +45,15 @@ async def values(pool: asyncpg.Pool, table: str) -> list[int]:
 
 async def test_concurrent_statements_share_one_transaction(db_pool: asyncpg.Pool, probe: str) -> None:
     pipeline = Pipeline(db_pool, max_batches=1)
+    batches = REGISTRY.get_sample_value("gateway_db_batch_statements_count") or 0.0
+    big = REGISTRY.get_sample_value("gateway_db_batch_statements_bucket", {"le": "16.0"}) or 0.0
 
     rows = await asyncio.gather(*(pipeline.fetchrow(insert(probe), n) for n in range(20)))
 
     assert [row["n"] for row in rows] == list(range(20))  # each caller gets its own row back
     assert len({row["xid"] for row in rows}) == 1  # one transaction, one commit
+    assert REGISTRY.get_sample_value("gateway_db_batch_statements_count") == batches + 1
+    assert REGISTRY.get_sample_value("gateway_db_batch_statements_bucket", {"le": "16.0"}) == big  # 20 > 16
     assert sorted(await values(db_pool, probe)) == list(range(20))
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway import metrics
 from gateway.db.errors import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("gateway.db")
@@ -102,6 +103,7 @@ class Pipeline:
     async def _send(self, con: asyncpg.pool.PoolConnectionProxy, query: str, calls: list[_Call]) -> None:
         """Send `calls` as one transaction; settle each call's future. Raises only when the connection is
         unusable (every call of `calls` failed with it)."""
+        metrics.DB_BATCH_STATEMENTS.observe(len(calls))
         try:
             rows = await con.fetchmany(query, [call.args for call in calls])
             if len(rows) != len(calls):
