@@ -373,8 +373,8 @@ def main() -> None:
         or os.environ.get("TEST_DATABASE_URL")
         or "postgresql://postgres@127.0.0.1:5432/postgres",
     )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--events", type=int, default=1000, help="events per run")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--events", type=int, default=2000, help="events per run")
     parser.add_argument("--concurrency", default="16,64")
     args = parser.parse_args()
     asyncio.run(bench(args.url, args.rounds, args.events, [int(c) for c in args.concurrency.split(",")]))
