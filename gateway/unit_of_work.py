@@ -10,13 +10,14 @@ the ledger row is (the `gate`).
 Two modes:
 
 - **Locked**: inside the caller's transaction. `lock_order()` locks the order row; the caller commits.
-- **Optimistic** (`UnitOfWork.optimistic`): no transaction is open. `lock_order()` returns the order the caller
-  read beforehand, with its row version (PostgreSQL's `xmin`, which every update of the row changes), and
-  `flush()` goes through the group-commit pipeline (gateway/db/pipeline.py): its statement commits on its own or
-  with other deliveries' statements, never in part. Its first step locks the order row only if it still has that
-  version, and writes nothing otherwise (`NeedsTransaction`). A handler that sends a statement itself (`unit.con`)
-  also raises `NeedsTransaction` before anything is sent. The caller then runs the event again in locked mode. The
-  outcome is the one the locked mode gives: the decision was taken on the row as it is when the write commits.
+- **Optimistic** (`snapshot` and `pipeline` given, `con` is DETACHED): no transaction is open. `lock_order()`
+  returns the order the caller read beforehand, with its row version (PostgreSQL's `xmin`, which every update of
+  the row changes), and `flush()` goes through the group-commit pipeline (gateway/db/pipeline.py): its statement
+  commits on its own or with other deliveries' statements, never in part. Its first step locks the order row only
+  if it still has that version, and writes nothing otherwise (`NeedsTransaction`). A handler that sends a statement
+  itself (`unit.con`) also raises `NeedsTransaction` before anything is sent. The caller then runs the event again
+  in locked mode. The outcome is the one the locked mode gives: the decision was taken on the row as it is when
+  the write commits.
 """
 
 from __future__ import annotations
@@ -274,8 +275,9 @@ class UnitOfWork:
         events in one statement.
 
         False when another delivery of the same event settled its ledger row first (nothing may then commit).
-        Optimistic mode: the statement is the whole transaction; NeedsTransaction when the order row changed
-        since it was read (nothing written).
+        Optimistic mode: the statement goes through the group-commit pipeline, which commits it (alone or with
+        other deliveries' statements); NeedsTransaction when the order row changed since it was read (nothing
+        written).
         """
         args = (
             self.actor,

@@ -150,3 +150,19 @@ async def test_a_delivery_failing_in_a_batch_leaves_the_others_committed(
         assert statuses.count("paid") == 2 and statuses[2] == "paid"
         ledger = [await ledger_row(con, str(e["id"])) for e in events]
         assert sorted(str(row["status"]) for row in ledger if row) == ["failed", "processed", "processed"]
+
+
+async def test_a_cancelled_runner_ends_its_callers_too(db_pool: asyncpg.Pool) -> None:
+    """The loop shutting down cancels the runner mid-batch: its callers end (cancelled), none waits forever."""
+    pipeline = Pipeline(db_pool, max_batches=1)
+    callers = [asyncio.create_task(pipeline.fetchrow("SELECT pg_sleep(0.3)::text, $1::int", n)) for n in range(3)]
+    await asyncio.sleep(0.1)  # the batch is on its way
+    late = asyncio.create_task(pipeline.fetchrow("SELECT $1::int", 9))  # waits behind it
+    await asyncio.sleep(0)
+    for runner in [task for runners in pipeline._runners.values() for task in runners]:
+        runner.cancel()
+
+    results = await asyncio.wait_for(asyncio.gather(*callers, late, return_exceptions=True), timeout=5)
+
+    assert all(isinstance(result, asyncio.CancelledError) for result in results), results
+    await pipeline.close()

@@ -65,7 +65,16 @@ class Pipeline:
     def _start_runner(self, query: str) -> None:
         runners = self._runners.setdefault(query, set())
         if self._waiting.get(query) and len(runners) < self._max_batches:
-            runners.add(asyncio.get_running_loop().create_task(self._run(query)))
+            task = asyncio.get_running_loop().create_task(self._run(query))
+            runners.add(task)
+            task.add_done_callback(lambda done: self._runner_done(query, done))
+
+    def _runner_done(self, query: str, task: asyncio.Task[None]) -> None:
+        """A runner cancelled before it ran never reached its own clean-up: its query's callers end here."""
+        self._runners[query].discard(task)
+        if task.cancelled():
+            for call in self._waiting.pop(query, []):
+                call.future.cancel()
 
     def _take(self, query: str) -> list[_Call] | None:
         """The next batch of `query`: calls whose callers still wait, in lock order."""
@@ -88,9 +97,12 @@ class Pipeline:
             while (batch := self._take(query)) is not None:
                 await self._send(con, query, batch)
         except BaseException as exc:
-            # No connection, or it broke: every waiting call of this query meets the same outage.
+            # No connection, or it broke (or the runner was cancelled): every waiting call of this query ends too.
             for call in self._waiting.pop(query, []):
-                _fail(call, exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    call.future.cancel()
+                else:
+                    _fail(call, exc)
             if not isinstance(exc, UNAVAILABLE_ERRORS):
                 raise
         finally:
@@ -111,6 +123,10 @@ class Pipeline:
         except UNAVAILABLE_ERRORS as exc:
             for call in calls:
                 _fail(call, exc)
+            raise
+        except asyncio.CancelledError:
+            for call in calls:
+                call.future.cancel()
             raise
         except Exception as exc:
             if len(calls) == 1:

@@ -146,7 +146,7 @@ async def ingest(
             request_id=request_id,
             app_source=app_source,
             snapshot=snapshot,
-            pipeline=pipeline if snapshot else None,
+            pipeline=None if snapshot is None else pipeline,
         )
 
     keys = order_keys(event)
