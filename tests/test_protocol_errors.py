@@ -90,7 +90,8 @@ async def test_an_unparsable_request_gets_the_json_error_shape(
 
     request_id = assert_gateway_error(status, headers, body, expected=400, code="bad_request")
     assert orjson.loads(body)["error"]["message"] == "Malformed HTTP request"
-    assert b"abc" not in body and b"\\x01" not in body  # the raw input is not echoed
+    echoed = body.replace(request_id.encode(), b"")  # a random hex id may contain "abc" by chance
+    assert b"abc" not in echoed and b"\\x01" not in echoed  # the raw input is not echoed
     assert HTTP.answers[(MALFORMED_ROUTE, "OTHER", 400)] == counted + 1
     # the gateway's lines and aiohttp's error log; not the test server's own access log (`gateway serve` has none)
     entries = [e for e in logs.entries if e["logger"].startswith(("gateway", "aiohttp.server"))]
