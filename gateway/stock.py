@@ -6,63 +6,11 @@ the reservations of one order first, then products in id order, so concurrent or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
-# The commit and the release are written as CTEs ($1: the order, NULL for none) so that the unit of work can run
-# them inside its single statement (gateway/unit_of_work.py); their names do not clash with its own. The unit of
-# work turns `/* gate */` into its condition (nothing is written unless its ledger row is).
-
-# held -> committed, and released -> committed when the stock can be taken again (payment after a release).
-COMMIT_CTES = """
-stock_commit_res AS (
-    SELECT id, product_id, quantity, state FROM stock_reservations
-    WHERE order_id = $1::uuid AND state IN ('held', 'released') /* gate */
-    ORDER BY product_id
-    FOR UPDATE
-), stock_commit_locked AS (
-    SELECT p.id FROM products p
-    WHERE p.id IN (SELECT product_id FROM stock_commit_res WHERE state = 'released')
-    ORDER BY p.id
-    FOR UPDATE
-), stock_retaken AS (
-    UPDATE products p SET stock_available = p.stock_available - res.quantity, updated_at = now()
-    FROM stock_commit_res res JOIN stock_commit_locked locked ON locked.id = res.product_id
-    WHERE p.id = res.product_id AND res.state = 'released' AND p.stock_available >= res.quantity
-    RETURNING p.id AS product_id
-), stock_committed AS (
-    UPDATE stock_reservations r SET state = 'committed', release_reason = NULL, updated_at = now()
-    FROM stock_commit_res res
-    WHERE r.id = res.id AND (res.state = 'held' OR res.product_id IN (SELECT product_id FROM stock_retaken))
-    RETURNING r.product_id, res.state AS previous_state
-), stock_oversold AS (
-    -- released reservations whose stock is gone meanwhile: the order is paid, the units were sold to others
-    SELECT coalesce(array_agg(product_id ORDER BY product_id), '{}') AS products FROM stock_commit_res
-    WHERE state = 'released' AND product_id NOT IN (SELECT product_id FROM stock_retaken)
-)"""
-_COMMIT_RESULT = """
-SELECT
-    (SELECT count(*) FROM stock_committed WHERE previous_state = 'held') AS committed,
-    (SELECT count(*) FROM stock_committed WHERE previous_state = 'released') AS retaken,
-    (SELECT products FROM stock_oversold) AS oversold
-"""
-COMMIT_FOR_ORDER = "".join(["WITH", COMMIT_CTES, _COMMIT_RESULT])
-
-RELEASE_CTES = """
-stock_release_res AS (
-    UPDATE stock_reservations SET state = 'released', release_reason = $2, updated_at = now()
-    WHERE order_id = $1::uuid AND state = 'held' /* gate */
-    RETURNING product_id, quantity
-), stock_release_locked AS (
-    SELECT p.id FROM products p WHERE p.id IN (SELECT product_id FROM stock_release_res) ORDER BY p.id FOR UPDATE
-), stock_restocked AS (
-    UPDATE products p SET stock_available = p.stock_available + res.quantity, updated_at = now()
-    FROM stock_release_res res JOIN stock_release_locked locked ON locked.id = res.product_id
-    WHERE p.id = res.product_id
-    RETURNING p.id
-)"""
-RELEASE_FOR_ORDER = "".join(["WITH", RELEASE_CTES, "\nSELECT count(*) FROM stock_restocked\n"])
+# held -> released, the units back in stock: a server-side function (sql/migrations/0005_unit_of_work_functions.sql),
+# which the unit of work's write also calls; the commit of a paid order's reservations is part of that write.
+RELEASE_FOR_ORDER = "SELECT stock_release_for_order($1, $2)"
 
 # Reservations whose webhook never came. SKIP LOCKED: a reservation being settled by a webhook right now is left
 # to it.
@@ -94,18 +42,6 @@ WITH res AS (
 )
 SELECT count(*) FROM released
 """
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    committed: int
-    retaken: int
-    oversold: list[int]
-
-
-async def commit_for_order(con: asyncpg.Connection, order_id: str) -> CommitResult:
-    row = await con.fetchrow(COMMIT_FOR_ORDER, order_id)
-    return CommitResult(row["committed"], row["retaken"], list(row["oversold"]))
 
 
 async def release_for_order(con: asyncpg.Connection, order_id: str, reason: str) -> int:

@@ -3,9 +3,9 @@ business change produces, written in the same transaction.
 
 Business code records what happens (`unit.change_order(...)`, `unit.record_payment(...)`, `unit.commit_stock(...)`,
 `unit.release_stock(...)`, `unit.audit(...)`, `unit.publish(...)`); `flush()` writes all of it in one statement
-(one round trip), together with the webhook ledger row in its final state, and announces new bridge events with
-NOTIFY (delivered by PostgreSQL only when the transaction commits). Nothing in that statement is written unless
-the ledger row is (the `gate`).
+(one round trip: the server-side function `unit_of_work_flush`, sql/migrations/0005_unit_of_work_functions.sql),
+together with the webhook ledger row in its final state, and announces new bridge events with NOTIFY (delivered
+by PostgreSQL only when the transaction commits). Nothing else is written unless the ledger row is.
 
 Two modes:
 
@@ -23,115 +23,73 @@ Two modes:
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
 
-from gateway import metrics, stock
+from gateway import metrics
 from gateway.bridge.registry import validate_event
 from gateway.db.pipeline import Pipeline
 from gateway.orders import queries
-from gateway.orders.queries import UPDATE_ORDER, UPSERT_PAYMENT, Order, OrderChange, OrderKeys, Payment
+from gateway.orders.queries import Order, OrderChange, OrderKeys, Payment
 
 BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
 # Writers take it shared (transaction-scoped) before bridge rows are written, so they never wait for each other;
 # readers take it exclusive before they page with `id > cursor` (gateway/bridge/events.py), which waits until
 # every transaction that has drawn a bridge id has ended: no row can then commit late with a smaller id.
-# The lock is part of FLUSH: the `bridge_lock` CTE is joined into the bridge INSERT, so it is held before the
-# first bridge id is drawn, and it is only taken when there is something to publish.
+# FLUSH takes it just before the bridge INSERT draws the first id, and only when there is something to publish.
 BRIDGE_LOCK_KEY = 0x6272_6964_6765
 
 
-def _shifted(statement: str, offset: int) -> str:
-    """`statement` with its parameters renumbered from $1 to $(1 + offset), to run as part of a larger one."""
-    return re.sub(r"\$(\d+)", lambda match: f"${int(match[1]) + offset}", statement)
-
-
-# Optimistic mode ($49: the order, $50: the row version read): the order row is locked first, and only if it
-# still has that version; no `gate` row, nothing written. Locked mode: $49 is NULL and the gate is open.
-# The ledger row is written once, in its final state: inserted, or taken over when an earlier attempt failed
-# (or the kill switch left it `received`). No row back from `ledger` means another delivery of the same event
-# settled it first: every other write depends on `ledger`, so nothing is written, and in locked mode the caller
-# rolls the whole transaction back (gateway/webhooks/ledger.py).
-_FLUSH_LEDGER_AUDIT_BRIDGE = """
-WITH guard AS (
-    SELECT id FROM orders WHERE id = $49::uuid AND xmin = $50::xid FOR UPDATE
-), gate AS (
-    SELECT WHERE $49::uuid IS NULL OR EXISTS (SELECT FROM guard)
-), ledger AS (
-    INSERT INTO webhook_events (
-        stripe_event_id, type, api_version, livemode, stripe_created, status, outcome_reason, attempts, request_id,
-        order_id, checkout_session_id, payment_intent_id, charge_id, subscription_id, customer_id, payload,
-        processed_at)
-    SELECT $2, $14, $15, $16, $17, $18, $19, 1, $3, $20::uuid, $21, $22, $23, $24, $25, $26,
-           CASE WHEN $18 = 'received' THEN NULL ELSE now() END
-    FROM gate
-    ON CONFLICT (stripe_event_id) DO UPDATE SET
-        status = EXCLUDED.status,
-        outcome_reason = EXCLUDED.outcome_reason,
-        attempts = webhook_events.attempts + 1,
-        request_id = EXCLUDED.request_id,
-        order_id = coalesce(EXCLUDED.order_id, webhook_events.order_id),
-        processed_at = EXCLUDED.processed_at,
-        last_error = NULL
-    WHERE webhook_events.status IN ('failed', 'received')
-    RETURNING id
-), audit AS (
-    INSERT INTO audit_log (actor, action, subject_type, subject_id, order_id, stripe_event_id, request_id, details)
-    SELECT $1, a.action, a.subject_type, a.subject_id, a.order_id, $2, $3, a.details
-    FROM unnest($4::text[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[])
-         AS a(action, subject_type, subject_id, order_id, details)
-    WHERE EXISTS (SELECT FROM ledger)
-), bridge_lock AS (
-    SELECT pg_advisory_xact_lock_shared($13) WHERE cardinality($10::text[]) > 0 AND EXISTS (SELECT FROM ledger)
-), bridge AS (
-    INSERT INTO bridge_events (event_type, user_id, app_source, payload, metadata, source_event_id)
-    SELECT b.event_type, b.user_id, $9, b.payload, $27, $2
-    FROM unnest($10::text[], $11::text[], $12::jsonb[]) AS b(event_type, user_id, payload)
-    CROSS JOIN bridge_lock
-    ON CONFLICT (source_event_id, event_type) DO NOTHING
-    RETURNING id, event_type
-)"""
-_FLUSH_OVERSOLD_AUDIT = """
-stock_oversold_audit AS (
-    INSERT INTO audit_log (actor, action, subject_type, subject_id, order_id, stripe_event_id, request_id, details)
-    SELECT $1, 'stock.oversold', 'order', $46::uuid::text, $46::uuid, $2, $3, jsonb_build_object('products', products)
-    FROM stock_oversold
-    WHERE cardinality(products) > 0
-)"""
-_FLUSH_RESULT = """
-SELECT (SELECT count(*) FROM gate) AS gated,
-       (SELECT count(*) FROM ledger) AS settled,
-       (SELECT products FROM stock_oversold) AS oversold,
-       count(pg_notify($28, bridge.id::text || ':' || bridge.event_type)) AS published,
-       coalesce(array_agg(bridge.event_type), '{}') AS types
-FROM bridge
+# The server-side function (sql/migrations/0005_unit_of_work_functions.sql) takes, in order: the audit and bridge
+# parts ($1-$13), the ledger row ($14-$28), the order's change ($29-$39, OrderChange.params) and its later changes
+# ($40, a JSON array of the same fields), the payment ($41-$46, Payment.params), the order whose stock is committed
+# ($47) and the order and reason of a release ($48-$49), and in optimistic mode the order the decision was taken
+# on and its row version ($50-$51).
+FLUSH = """
+SELECT gated, settled, oversold, types FROM unit_of_work_flush(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+    $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
+    $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40,
+    $41, $42, $43, $44, $45, $46,
+    $47, $48, $49,
+    $50, $51)
 """
-FLUSH = "".join(
-    [
-        _FLUSH_LEDGER_AUDIT_BRIDGE,
-        ", order_change AS (",
-        _shifted(UPDATE_ORDER, 28),  # $29-$39
-        "), payment AS (",
-        _shifted(UPSERT_PAYMENT, 39),  # $40-$45
-        "),",
-        _shifted(stock.COMMIT_CTES, 45),  # $46
-        ",",
-        _FLUSH_OVERSOLD_AUDIT,
-        ",",
-        _shifted(stock.RELEASE_CTES, 46),  # $47-$48
-        _FLUSH_RESULT,
-    ]
-).replace("/* gate */", "AND EXISTS (SELECT FROM ledger)")
+
+
+_NO_PAYMENT = (None,) * 6
+log = logging.getLogger("gateway.stock")
 
 
 _NO_ORDER_CHANGE = (None,) * 11
-_NO_PAYMENT = (None,) * 6
-log = logging.getLogger("gateway.stock")
+_ORDER_CHANGE_FIELDS = (
+    "order_id",
+    "status",
+    "reason",
+    "amount_total",
+    "currency",
+    "checkout_session_id",
+    "payment_intent_id",
+    "charge_id",
+    "customer_id",
+    "paid_at",
+    "amount_refunded",
+)
+
+
+def _order_changes(changes: list[tuple[str, OrderChange]]) -> tuple[object, ...]:
+    """FLUSH's $29-$40: the first change's fields, then the later changes as JSON objects of the same fields."""
+    rows = [change.params(order_id) for order_id, change in changes]
+    later = [dict(zip(_ORDER_CHANGE_FIELDS, row, strict=True)) for row in rows[1:]]
+    return (*(rows[0] if rows else _NO_ORDER_CHANGE), later or None)
+
+
+def _once(recorded: object, what: str) -> None:
+    if recorded is not None:
+        raise RuntimeError(f"{what} is recorded once per unit of work")
 
 
 class NeedsTransaction(Exception):
@@ -204,7 +162,7 @@ class UnitOfWork:
     pipeline: Pipeline | None = None  # optimistic mode: flush() goes through it
     audits: list[AuditEntry] = field(default_factory=list)
     events: list[BridgeEvent] = field(default_factory=list)
-    order_change: tuple[str, OrderChange] | None = None
+    order_changes: list[tuple[str, OrderChange]] = field(default_factory=list)  # applied in this order
     payment: Payment | None = None
     stock_commit: str | None = None  # order id
     stock_release: tuple[str, str] | None = None  # order id, reason
@@ -228,37 +186,26 @@ class UnitOfWork:
         self.guard = self.snapshot.order
         return replace(self.snapshot.order)
 
-    async def change_order(self, order_id: str, change: OrderChange) -> None:
-        """Written by flush(). A statement may update a row only once: an earlier change is written now."""
-        if self.order_change is not None:
-            await self.con.execute(UPDATE_ORDER, *self.order_change[1].params(self.order_change[0]))
-        self.order_change = (order_id, change)
+    def change_order(self, order_id: str, change: OrderChange) -> None:
+        """The order's change of status, with the Stripe ids and amounts it learnt; written by flush(), after the
+        unit's earlier changes."""
+        self.order_changes.append((order_id, change))
 
-    async def record_payment(self, payment: Payment) -> None:
-        """Written by flush(); an earlier payment of the same unit is written now."""
-        if self.payment is not None:
-            await self.con.execute(UPSERT_PAYMENT, *self.payment.params())
+    def record_payment(self, payment: Payment) -> None:
+        """The payment row of a payment intent; written by flush()."""
+        _once(self.payment, "a payment")
         self.payment = payment
 
-    async def commit_stock(self, order_id: str) -> None:
-        """The order's reservations become sales (flush() writes it; an earlier commit is written now). Units
-        released meanwhile and sold to others are logged and audited as oversold."""
-        if self.stock_commit is not None:
-            result = await stock.commit_for_order(self.con, self.stock_commit)
-            self._oversold(self.stock_commit, result.oversold, audit=True)
+    def commit_stock(self, order_id: str) -> None:
+        """The order's reservations become sales; written by flush(). Units released meanwhile and sold to others
+        are logged and audited as oversold."""
+        _once(self.stock_commit, "a stock commit")
         self.stock_commit = order_id
 
-    async def release_stock(self, order_id: str, reason: str) -> None:
-        """The order's held units go back to stock (flush() writes it; an earlier release is written now)."""
-        if self.stock_release is not None:
-            await stock.release_for_order(self.con, *self.stock_release)
+    def release_stock(self, order_id: str, reason: str) -> None:
+        """The order's held units go back to stock; written by flush()."""
+        _once(self.stock_release, "a stock release")
         self.stock_release = (order_id, reason)
-
-    def _oversold(self, order_id: str, products: list[int], *, audit: bool) -> None:
-        if products:
-            log.warning("stock oversold on a late payment", extra={"orderId": order_id, "status": "paid"})
-            if audit:
-                self.audit("stock.oversold", "order", order_id, order_id=order_id, products=products)
 
     def audit(
         self, action: str, subject_type: str, subject_id: str, *, order_id: str | None = None, **details: Any
@@ -308,7 +255,7 @@ class UnitOfWork:
             ledger.payload,
             BRIDGE_METADATA,
             BRIDGE_CHANNEL,
-            *(self.order_change[1].params(self.order_change[0]) if self.order_change else _NO_ORDER_CHANGE),
+            *_order_changes(self.order_changes),
             *(self.payment.params() if self.payment else _NO_PAYMENT),
             self.stock_commit,
             *(self.stock_release or (None, None)),
@@ -324,13 +271,14 @@ class UnitOfWork:
         committed_for = self.stock_commit
         self.audits.clear()
         self.events.clear()
-        self.order_change = self.payment = self.stock_commit = self.stock_release = None
+        self.order_changes.clear()
+        self.payment = self.stock_commit = self.stock_release = None
         if not row["gated"]:
             raise NeedsTransaction("the order changed since it was read")
         if not row["settled"]:
             return False
-        if committed_for is not None:
-            self._oversold(committed_for, row["oversold"], audit=False)  # the statement wrote its audit row
+        if committed_for is not None and row["oversold"]:  # the statement wrote its audit row
+            log.warning("stock oversold on a late payment", extra={"orderId": committed_for, "status": "paid"})
         for event_type in row["types"]:
             metrics.BRIDGE_EVENTS_PUBLISHED.labels(event_type).inc()
         return True

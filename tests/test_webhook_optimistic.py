@@ -14,7 +14,7 @@ from gateway.webhooks import ledger
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers import HANDLERS
 from gateway.webhooks.ledger import IngestResult
-from tests.stripe_events import checkout_session, make_event, payment_intent, refund
+from tests.stripe_events import charge, checkout_session, make_event, payment_intent, refund
 from tests.support_helpers import deliver
 from tests.webhook_support import audit_actions, bridge_types, ledger_row, order_row, seed_order, stock_of
 
@@ -117,6 +117,27 @@ async def test_a_stale_event_is_decided_on_the_optimistic_path(
     async with db_pool.acquire() as con:
         assert (await order_row(con, seeded.order_id))["status"] == "paid"
         assert await stock_of(con, seeded.product_ids[0]) == (4, 0, 1)
+
+
+async def test_a_refund_before_its_payment_changes_the_order_twice_in_one_optimistic_statement(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts]
+) -> None:
+    # The refund implies the payment: the order is paid (stock committed), then refunded, by one write.
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=2, unit_amount=500)
+    event = make_event("charge.refunded", charge(seeded.order_id, 1000, amount_refunded=400))
+
+    assert (await deliver(db_pool, event)).status == "processed"
+
+    assert attempts[event["id"]] == [("optimistic", "processed")]
+    async with db_pool.acquire() as con:
+        order = await order_row(con, seeded.order_id)
+        assert (order["status"], order["amount_refunded"]) == ("partially_refunded", 400)
+        assert order["paid_at"] is not None and order["stripe_charge_id"] == event["data"]["object"]["id"]
+        assert order["status_reason"] is None
+        assert await stock_of(con, seeded.product_ids[0]) == (3, 0, 2)
+        assert await audit_actions(con, seeded.order_id) == ["order.paid", "order.refund_applied"]
+        assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID", "ORDER_REFUNDED"]
 
 
 async def test_a_handler_sending_its_own_statements_runs_under_lock(

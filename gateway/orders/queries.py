@@ -35,35 +35,6 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (stripe_checkout_session_id) DO NOTHING
 """
 
-UPDATE_ORDER = """
-UPDATE orders SET
-    status = $2,
-    status_reason = CASE WHEN status = $2 THEN coalesce($3, status_reason) ELSE $3 END,
-    amount_total = CASE WHEN amount_total = 0 THEN coalesce($4, 0) ELSE amount_total END,
-    currency = coalesce(currency, $5),
-    stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $6),
-    stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $7),
-    stripe_charge_id = coalesce(stripe_charge_id, $8),
-    stripe_customer_id = coalesce(stripe_customer_id, $9),
-    paid_at = least(paid_at, $10::timestamptz),  -- NULLs ignored: the earliest payment time seen wins
-    amount_refunded = greatest(amount_refunded, $11),
-    updated_at = now()
-WHERE id = $1::uuid /* gate */
-"""
-
-# Both run as part of the unit of work's single statement (gateway/unit_of_work.py), where a NULL $1 (no change,
-# no payment) makes them no-ops. There `/* gate */` becomes a condition: nothing is written unless the ledger row
-# is.
-UPSERT_PAYMENT = """
-INSERT INTO payments (order_id, stripe_payment_intent_id, stripe_charge_id, amount, currency, status)
-SELECT $1::uuid, $2::text, $3::text, $4::bigint, $5::text, $6::text
-WHERE $1::uuid IS NOT NULL /* gate */
-ON CONFLICT (stripe_payment_intent_id) DO UPDATE SET
-    stripe_charge_id = coalesce(payments.stripe_charge_id, EXCLUDED.stripe_charge_id),
-    status = CASE WHEN payments.status = 'succeeded' THEN payments.status ELSE EXCLUDED.status END,
-    updated_at = now()
-"""
-
 # Refund statuses only move forward: pending/requires_action -> succeeded | failed | canceled.
 UPSERT_REFUND = """
 INSERT INTO refunds (stripe_refund_id, order_id, stripe_charge_id, amount, currency, status)

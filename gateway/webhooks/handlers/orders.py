@@ -55,25 +55,25 @@ def _unknown(event: StripeEvent) -> Outcome:
     return Outcome("ignored", f"no order matches this {sp.object_type(event.type, event.object) or 'object'}")
 
 
-async def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change: OrderChange) -> Outcome:
+def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change: OrderChange) -> Outcome:
     """Move `order` to `change.status` if the state machine allows it, with its stock and bridge event."""
     target = change.status
     if order.status == target:
-        await unit.change_order(order.id, change)  # may still add ids the order did not know yet
+        unit.change_order(order.id, change)  # may still add ids the order did not know yet
         return Outcome("processed", f"order already {target}", order.id)
     if target == t.PAID and order.status in t.SETTLED:
         # A payment event after a refund or dispute implied the payment: the status stays, but the
         # payment's ids and its (earlier) time are kept, so the row does not depend on delivery order.
-        await unit.change_order(order.id, replace(change, status=order.status, reason=None))
+        unit.change_order(order.id, replace(change, status=order.status, reason=None))
         return Outcome("processed", f"order already {order.status}; payment details recorded", order.id)
     if not t.can_move(order.status, target):
         return Outcome("stale", f"order is {order.status}; {event.type} cannot move it to {target}", order.id)
 
-    await unit.change_order(order.id, change)
+    unit.change_order(order.id, change)
     if target == t.PAID:
-        await unit.commit_stock(order.id)
+        unit.commit_stock(order.id)
     elif target in t.RELEASING:
-        await unit.release_stock(order.id, f"order_{target}")
+        unit.release_stock(order.id, f"order_{target}")
     unit.audit(f"order.{target}", "order", order.id, order_id=order.id, previous=order.status, reason=change.reason)
     _publish(unit, order, change)
     order.status = target
@@ -144,23 +144,23 @@ async def checkout_session_completed(unit: UnitOfWork, event: StripeEvent) -> Ou
     if not sp.session_is_paid(event.object):
         # Delayed payment methods: the money comes with checkout.session.async_payment_succeeded.
         change = replace(_session_change(event, order.status, "awaiting asynchronous payment"), paid_at=None)
-        await unit.change_order(order.id, change)
+        unit.change_order(order.id, change)
         return Outcome("processed", "awaiting asynchronous payment", order.id)
-    return await _transition(unit, event, order, _session_change(event, t.PAID))
+    return _transition(unit, event, order, _session_change(event, t.PAID))
 
 
 async def checkout_session_async_payment_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await _order_for_session(unit, event, create=True)
     if order is None:
         return _unknown(event)
-    return await _transition(unit, event, order, _session_change(event, t.PAID))
+    return _transition(unit, event, order, _session_change(event, t.PAID))
 
 
 async def checkout_session_async_payment_failed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await _order_for_session(unit, event, create=False)
     if order is None:
         return _unknown(event)
-    return await _transition(unit, event, order, _session_change(event, t.FAILED, "async_payment_failed"))
+    return _transition(unit, event, order, _session_change(event, t.FAILED, "async_payment_failed"))
 
 
 async def checkout_session_expired(unit: UnitOfWork, event: StripeEvent) -> Outcome:
@@ -168,7 +168,7 @@ async def checkout_session_expired(unit: UnitOfWork, event: StripeEvent) -> Outc
     if order is None:
         return _unknown(event)
     change = _session_change(event, t.EXPIRED, "checkout_session_expired")
-    return await _transition(unit, event, order, change)
+    return _transition(unit, event, order, change)
 
 
 # ------------------------------------------------------------------ payment intents
@@ -188,9 +188,9 @@ def _intent_change(event: StripeEvent, status: str, reason: str | None = None) -
     )
 
 
-async def _record_payment(unit: UnitOfWork, order: Order, event: StripeEvent, status: str) -> None:
+def _record_payment(unit: UnitOfWork, order: Order, event: StripeEvent, status: str) -> None:
     pi = event.object
-    await unit.record_payment(
+    unit.record_payment(
         Payment(
             order_id=order.id,
             payment_intent_id=sp.object_id(pi),
@@ -206,26 +206,26 @@ async def payment_intent_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outc
     order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
-    await _record_payment(unit, order, event, "succeeded")
-    return await _transition(unit, event, order, _intent_change(event, t.PAID))
+    _record_payment(unit, order, event, "succeeded")
+    return _transition(unit, event, order, _intent_change(event, t.PAID))
 
 
 async def payment_intent_payment_failed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
-    await _record_payment(unit, order, event, "failed")
+    _record_payment(unit, order, event, "failed")
     code, _message = sp.payment_intent_failure(event.object)
-    return await _transition(unit, event, order, _intent_change(event, t.FAILED, code or "payment_failed"))
+    return _transition(unit, event, order, _intent_change(event, t.FAILED, code or "payment_failed"))
 
 
 async def payment_intent_canceled(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
-    await _record_payment(unit, order, event, "canceled")
+    _record_payment(unit, order, event, "canceled")
     reason = sp.payment_intent_cancellation_reason(event.object) or "payment_intent_canceled"
-    return await _transition(unit, event, order, _intent_change(event, t.CANCELED, reason))
+    return _transition(unit, event, order, _intent_change(event, t.CANCELED, reason))
 
 
 # ------------------------------------------------------------------ refunds and disputes
@@ -243,7 +243,7 @@ async def _ensure_paid(unit: UnitOfWork, event: StripeEvent, order: Order, charg
         payment_intent_id=event.ids.payment_intent_id,
         paid_at=_created(event),
     )
-    await _transition(unit, event, order, change)
+    _transition(unit, event, order, change)
 
 
 async def _apply_refunded_amount(
@@ -257,7 +257,7 @@ async def _apply_refunded_amount(
     change = OrderChange(status=status, amount_refunded=refunded, amount_total=total)
     if status != order.status and not t.can_move(order.status, status):
         return Outcome("stale", f"order is {order.status}; cannot become {status}", order.id)
-    await unit.change_order(order.id, change)
+    unit.change_order(order.id, change)
     unit.audit(
         "order.refund_applied",
         "order",
@@ -335,7 +335,7 @@ async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcom
         )
         _publish(unit, order, replace(change, status=order.status), "ORDER_DISPUTED")
         return Outcome("processed", "dispute recorded; order stays refunded", order.id)
-    return await _transition(unit, event, order, change)
+    return _transition(unit, event, order, change)
 
 
 HANDLERS: dict[str, Handler] = {
