@@ -37,11 +37,8 @@ $$;
 -- `settled` is false. Bridge events take the bridge lock (shared) before they draw an id, and are announced with
 -- NOTIFY, which PostgreSQL delivers only when the transaction commits.
 CREATE FUNCTION unit_of_work_flush(
-    p_actor text, p_event_id text, p_request_id text,
-    p_audit_actions text[], p_audit_subject_types text[], p_audit_subject_ids text[], p_audit_order_ids uuid[],
-    p_audit_details jsonb[],
-    p_app_source text, p_bridge_types text[], p_bridge_user_ids text[], p_bridge_payloads jsonb[],
-    p_bridge_lock bigint,
+    p_actor text, p_event_id text, p_request_id text, p_audits jsonb,
+    p_app_source text, p_bridge_events jsonb, p_bridge_lock bigint,
     p_type text, p_api_version text, p_livemode boolean, p_stripe_created timestamptz, p_status text,
     p_reason text, p_order_id uuid, p_checkout_session_id text, p_payment_intent_id text, p_charge_id text,
     p_subscription_id text, p_customer_id text, p_payload jsonb,
@@ -97,11 +94,11 @@ BEGIN
     END IF;
     settled := true;
 
-    IF cardinality(p_audit_actions) > 0 THEN
+    IF jsonb_array_length(p_audits) > 0 THEN
         INSERT INTO audit_log (actor, action, subject_type, subject_id, order_id, stripe_event_id, request_id, details)
         SELECT p_actor, a.action, a.subject_type, a.subject_id, a.order_id, p_event_id, p_request_id, a.details
-        FROM unnest(p_audit_actions, p_audit_subject_types, p_audit_subject_ids, p_audit_order_ids, p_audit_details)
-             AS a (action, subject_type, subject_id, order_id, details);
+        FROM jsonb_to_recordset(p_audits)
+             AS a (action text, subject_type text, subject_id text, order_id uuid, details jsonb);
     END IF;
     -- The order's change (c_*), then any later ones (c_later, a JSON array of the same fields) in the order they
     -- were made: a refund that arrives before its payment also implies the payment, so the order is paid, then
@@ -178,12 +175,12 @@ BEGIN
         PERFORM stock_release_for_order(p_release_order, p_release_reason);
     END IF;
 
-    IF cardinality(p_bridge_types) > 0 THEN
+    IF jsonb_array_length(p_bridge_events) > 0 THEN
         PERFORM pg_advisory_xact_lock_shared(p_bridge_lock);
         FOR bridge IN
             INSERT INTO bridge_events (event_type, user_id, app_source, payload, metadata, source_event_id)
             SELECT b.event_type, b.user_id, p_app_source, b.payload, p_bridge_metadata, p_event_id
-            FROM unnest(p_bridge_types, p_bridge_user_ids, p_bridge_payloads) AS b (event_type, user_id, payload)
+            FROM jsonb_to_recordset(p_bridge_events) AS b (event_type text, user_id text, payload jsonb)
             ON CONFLICT (source_event_id, event_type) DO NOTHING
             RETURNING id, event_type
         LOOP
