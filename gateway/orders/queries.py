@@ -9,21 +9,18 @@ from datetime import datetime
 
 import asyncpg
 
-# One indexed look-up per key, the order id first: the same (generic) plan serves every call, where an OR of
-# the four keys was planned again on each execution. $1-$4: the keys (lookup_params).
+# One indexed look-up per key, in order of preference (the order id first), each one run only if the ones before
+# it found nothing (coalesce stops at its first non-NULL argument; every key is unique, so each look-up finds at
+# most one row). The same (generic) plan serves every call. $1-$4: the keys (lookup_params).
 FIND_ORDER = """
 SELECT id::text, user_id, status, amount_total, amount_refunded, currency, stripe_checkout_session_id,
        stripe_payment_intent_id, stripe_charge_id, stripe_customer_id, paid_at, xmin AS version
 FROM orders
-WHERE id = (
-    SELECT match.id FROM (
-        SELECT id, 1 AS rank FROM orders WHERE id = $1::uuid
-        UNION ALL SELECT id, 2 FROM orders WHERE stripe_checkout_session_id = $2
-        UNION ALL SELECT id, 3 FROM orders WHERE stripe_payment_intent_id = $3
-        UNION ALL SELECT id, 4 FROM orders WHERE stripe_charge_id = $4
-    ) AS match
-    ORDER BY match.rank
-    LIMIT 1
+WHERE id = coalesce(
+    (SELECT id FROM orders WHERE id = $1::uuid),
+    (SELECT id FROM orders WHERE stripe_checkout_session_id = $2),
+    (SELECT id FROM orders WHERE stripe_payment_intent_id = $3),
+    (SELECT id FROM orders WHERE stripe_charge_id = $4)
 )
 """
 LOCK_ORDER = FIND_ORDER + "FOR UPDATE\n"
