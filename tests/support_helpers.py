@@ -1,4 +1,5 @@
-"""Helpers for the support CLI tests: run a `gateway ...` command in-process, ingest like a delivery."""
+"""Helpers for the support CLI tests: run a `gateway ...` command in-process, ingest like a delivery, wait for a
+condition."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,3 +85,15 @@ async def counts(pool: asyncpg.Pool) -> dict[str, int]:
             table: await con.fetchval(f"SELECT count(*) FROM {table}")
             for table in ("audit_log", "bridge_events", "webhook_events", "payments")
         }
+
+
+async def poll(check: Any, *, within: float, interval: float = 0.05) -> Any:
+    """Call `check()` until it returns something truthy; a bounded loop."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {within} s")
+        await asyncio.sleep(interval)

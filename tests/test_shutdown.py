@@ -25,6 +25,7 @@ import pytest
 from gateway.settings import SETTING_FIELDS
 from tests.conftest import BASE_ENV, TEST_WEBHOOK_SECRET
 from tests.stripe_events import make_event, signed_event
+from tests.support_helpers import poll
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +39,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def poll(check: Any, *, within: float, interval: float = 0.05) -> Any:
-    """Call `check()` until it returns something truthy; a bounded loop."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {within} s")
-        await asyncio.sleep(interval)
 
 
 async def get(url: str) -> tuple[int, str] | None:

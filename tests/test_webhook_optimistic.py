@@ -4,18 +4,20 @@ handler needs statements of its own, that statement writes nothing and the event
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 import pytest
 
+from gateway import stock
 from gateway.unit_of_work import UnitOfWork
 from gateway.webhooks import ledger
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers import HANDLERS
 from gateway.webhooks.ledger import IngestResult
 from tests.stripe_events import charge, checkout_session, make_event, payment_intent, refund
-from tests.support_helpers import deliver
+from tests.support_helpers import deliver, poll
 from tests.webhook_support import audit_actions, bridge_types, ledger_row, order_row, seed_order, stock_of
 
 Attempts = list[tuple[str, str]]
@@ -138,6 +140,39 @@ async def test_a_refund_before_its_payment_changes_the_order_twice_in_one_optimi
         assert await stock_of(con, seeded.product_ids[0]) == (3, 0, 2)
         assert await audit_actions(con, seeded.order_id) == ["order.paid", "order.refund_applied"]
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID", "ORDER_REFUNDED"]
+
+
+async def test_a_payment_waits_for_a_reservation_being_released_and_takes_its_unit_again(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts]
+) -> None:
+    # The sweeper releases the order's expired reservation while the payment is being written: the write waits for
+    # the sweeper's row lock, then sees the reservation released and takes the unit from stock again.
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=1)
+    event = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
+    async with db_pool.acquire() as sweeper:
+        release = sweeper.transaction()
+        await release.start()
+        assert await stock.release_for_order(sweeper, seeded.order_id, "reservation_expired") == 1
+        delivery = asyncio.create_task(deliver(db_pool, event))
+
+        async def write_waits_on_the_release() -> bool:
+            async with db_pool.acquire() as con:  # outside the transaction, which keeps its first view of the stats
+                waiting = await con.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%unit_of_work_flush%' AND datname = current_database()"
+                )
+            return bool(waiting)
+
+        await poll(write_waits_on_the_release, within=15)
+        await release.commit()
+
+    assert (await delivery).status == "processed"
+    assert attempts[event["id"]] == [("optimistic", "processed")]
+    async with db_pool.acquire() as con:
+        assert (await order_row(con, seeded.order_id))["status"] == "paid"
+        assert await stock_of(con, seeded.product_ids[0]) == (4, 0, 1)
+        assert await audit_actions(con, seeded.order_id) == ["order.paid"]  # not oversold
 
 
 async def test_a_handler_sending_its_own_statements_runs_under_lock(

@@ -55,7 +55,7 @@ CREATE FUNCTION unit_of_work_flush(
 DECLARE
     ledger_id bigint;
     later integer := 0;
-    has_released boolean;
+    released bigint[];
     res record;
     bridge record;
 BEGIN
@@ -136,22 +136,26 @@ BEGIN
             updated_at = now();
     END IF;
     IF p_commit_order IS NOT NULL THEN
-        -- The paid order's reservations become sales. Held units left stock when they were reserved.
-        WITH committed AS (
-            UPDATE stock_reservations SET state = 'committed', release_reason = NULL, updated_at = now()
-            WHERE order_id = p_commit_order AND state = 'held'
+        -- The paid order's reservations become sales, every one of them locked first, in product order. Held
+        -- units left stock when they were reserved. A reservation the sweeper is releasing right now is waited
+        -- for and then seen released.
+        WITH locked AS (
+            SELECT id, state FROM stock_reservations
+            WHERE order_id = p_commit_order AND state IN ('held', 'released')
+            ORDER BY product_id
+            FOR UPDATE
+        ), committed AS (
+            UPDATE stock_reservations r SET state = 'committed', release_reason = NULL, updated_at = now()
+            FROM locked
+            WHERE r.id = locked.id AND locked.state = 'held'
         )
-        SELECT EXISTS (SELECT FROM stock_reservations WHERE order_id = p_commit_order AND state = 'released')
-        INTO has_released;
+        SELECT coalesce(array_agg(id) FILTER (WHERE state = 'released'), '{}') INTO released FROM locked;
         -- Released ones (expired or failed, then paid after all) take their units again if they are still in
         -- stock, products locked in id order; units sold to others meanwhile make the order oversold (logged and
         -- audited).
-        IF has_released THEN
+        IF cardinality(released) > 0 THEN
             FOR res IN
-                SELECT id, product_id, quantity FROM stock_reservations
-                WHERE order_id = p_commit_order AND state = 'released'
-                ORDER BY product_id
-                FOR UPDATE
+                SELECT id, product_id, quantity FROM stock_reservations WHERE id = ANY (released) ORDER BY product_id
             LOOP
                 UPDATE products SET stock_available = stock_available - res.quantity, updated_at = now()
                 WHERE id = res.product_id AND stock_available >= res.quantity;
