@@ -35,6 +35,8 @@ from gateway.db.pipeline import Pipeline
 from gateway.orders import queries
 from gateway.orders.queries import Order, OrderChange, OrderKeys, Payment
 
+log = logging.getLogger("gateway.stock")
+
 BRIDGE_CHANNEL = "bridge_events"
 BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
 # Writers take it shared (transaction-scoped) before bridge rows are written, so they never wait for each other;
@@ -46,7 +48,7 @@ BRIDGE_LOCK_KEY = 0x6272_6964_6765
 
 # The server-side function (sql/migrations/0005_unit_of_work_functions.sql) takes, in order: the audit rows and
 # bridge events ($1-$7, each list as one JSON array: one parameter encodes faster than one array per column),
-# the ledger row ($8-$22), the order's change ($23-$33, OrderChange.params) and its later changes ($34, a JSON
+# the ledger row ($8-$22), the order's change ($23-$33, OrderChange.fields) and its later changes ($34, a JSON
 # array of the same fields), the payment ($35-$40, Payment.params), the order whose stock is committed ($41) and
 # the order and reason of a release ($42-$43), and in optimistic mode the order the decision was taken on and its
 # row version ($44-$45).
@@ -59,33 +61,16 @@ SELECT gated, settled, oversold, types FROM unit_of_work_flush(
     $41, $42, $43,
     $44, $45)
 """
-
-
-_NO_PAYMENT = (None,) * 6
-log = logging.getLogger("gateway.stock")
-
-
 _NO_ORDER_CHANGE = (None,) * 11
-_ORDER_CHANGE_FIELDS = (
-    "order_id",
-    "status",
-    "reason",
-    "amount_total",
-    "currency",
-    "checkout_session_id",
-    "payment_intent_id",
-    "charge_id",
-    "customer_id",
-    "paid_at",
-    "amount_refunded",
-)
+_NO_PAYMENT = (None,) * 6
 
 
 def _order_changes(changes: list[tuple[str, OrderChange]]) -> tuple[object, ...]:
     """FLUSH's $23-$34: the first change's fields, then the later changes as JSON objects of the same fields."""
-    rows = [change.params(order_id) for order_id, change in changes]
-    later = [dict(zip(_ORDER_CHANGE_FIELDS, row, strict=True)) for row in rows[1:]]
-    return (*(rows[0] if rows else _NO_ORDER_CHANGE), later or None)
+    if not changes:
+        return (*_NO_ORDER_CHANGE, None)
+    first, *later = (change.fields(order_id) for order_id, change in changes)
+    return (*first.values(), later or None)
 
 
 def _once(recorded: object, what: str) -> None:

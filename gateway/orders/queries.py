@@ -140,17 +140,18 @@ class OrderChange:
     paid_at: datetime | None = None
     amount_refunded: int = 0
 
-    def params(self, order_id: str) -> tuple[object, ...]:
-        return (
-            order_id,
-            self.status,
-            self.reason,
-            self.amount_total,
-            self.currency,
-            self.checkout_session_id,
-            self.payment_intent_id,
-            self.charge_id,
-            self.customer_id,
-            self.paid_at,
-            self.amount_refunded,
-        )
+    def fields(self, order_id: str) -> dict[str, object]:
+        """The change of `order_id`, in the order of the unit of work's parameters (gateway/unit_of_work.py)."""
+        return {
+            "order_id": order_id,
+            "status": self.status,
+            "reason": self.reason,
+            "amount_total": self.amount_total,
+            "currency": self.currency,
+            "checkout_session_id": self.checkout_session_id,
+            "payment_intent_id": self.payment_intent_id,
+            "charge_id": self.charge_id,
+            "customer_id": self.customer_id,
+            "paid_at": self.paid_at,
+            "amount_refunded": self.amount_refunded,
+        }
