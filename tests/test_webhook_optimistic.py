@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from gateway import stock
-from gateway.unit_of_work import UnitOfWork
+from gateway.db.pipeline import Pipeline
+from gateway.unit_of_work import FLUSH, UnitOfWork
 from gateway.webhooks import ledger
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers import HANDLERS
@@ -44,6 +45,21 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Attempts]:
     return seen
 
 
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each delivery sent through the group-commit pipeline, in order: "read" or "write"."""
+    sent: list[str] = []
+    real = Pipeline.fetchrow
+    names = {ledger.PEEK: "read", FLUSH: "write"}
+
+    async def spy(self: Pipeline, query: str, *args: Any, **kwargs: Any) -> asyncpg.Record:
+        sent.append(names[query])
+        return await real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "fetchrow", spy)
+    return sent
+
+
 async def test_a_payment_is_written_by_one_optimistic_statement(
     db_pool: asyncpg.Pool, attempts: dict[str, Attempts]
 ) -> None:
@@ -66,6 +82,52 @@ async def test_a_payment_is_written_by_one_optimistic_statement(
         row = await ledger_row(con, event["id"])
         assert row is not None and (row["status"], row["attempts"]) == ("processed", 1)
     assert (await deliver(db_pool, event)).status == "duplicate"
+
+
+async def test_a_payment_reads_its_order_then_writes(db_pool: asyncpg.Pool, statements: list[str]) -> None:
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=1)
+    event = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
+
+    assert (await deliver(db_pool, event)).status == "processed"
+    assert (await deliver(db_pool, event)).status == "duplicate"
+
+    assert statements == ["read", "write", "read"]  # the duplicate is answered from the read
+
+
+async def test_an_event_no_handler_reads_is_recorded_by_the_write_alone(
+    db_pool: asyncpg.Pool, statements: list[str]
+) -> None:
+    """A type the gateway does not handle: nothing to read. Its second delivery finds the settled ledger row
+    in the write, which then writes nothing."""
+    event = make_event("customer.created", {"id": "cus_123", "object": "customer"})
+
+    assert (await deliver(db_pool, event)).status == "ignored"
+    assert (await deliver(db_pool, event)).status == "duplicate"
+
+    assert statements == ["write", "write"]
+    async with db_pool.acquire() as con:
+        row = await ledger_row(con, event["id"])
+        assert row is not None and (row["status"], row["attempts"]) == ("ignored", 1)
+
+
+async def test_the_kill_switch_records_a_payment_without_reading_its_order(
+    db_pool: asyncpg.Pool, statements: list[str]
+) -> None:
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=1)
+    event = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
+
+    assert (await deliver(db_pool, event, handlers_enabled=False)).status == "received"
+    assert (await deliver(db_pool, event, handlers_enabled=False)).status == "received"
+
+    assert statements == ["write", "write"]
+    async with db_pool.acquire() as con:
+        row = await ledger_row(con, event["id"])
+        assert row is not None and (row["status"], row["attempts"]) == ("received", 2)
+        assert (await order_row(con, seeded.order_id))["status"] == "pending"
+    assert (await deliver(db_pool, event)).status == "processed"  # switched on again: applied, read first
+    assert statements[2:] == ["read", "write"]
 
 
 async def test_an_order_that_moved_after_it_was_read_is_decided_again_under_lock(

@@ -1,6 +1,7 @@
 """The webhook ledger and the one transaction per delivery.
 
     read the ledger row's status and the order the event names     -- already applied: duplicate, no transaction
+                                                                   -- (skipped when no handler will run)
     run the handler on that order (optimistic unit of work)
     write everything in one statement:                             -- only then does the view answer 200
         lock the order row if it is unchanged since it was read, the ledger row in its final state, the order's
@@ -150,10 +151,15 @@ async def ingest(
         )
 
     keys = order_keys(event)
-    peek = await pipeline.fetchrow(PEEK, *(lookup_params(keys) or _NO_KEYS), event.id)
-    if peek["ledger_status"] in SETTLED_STATUSES:
-        return IngestResult("duplicate")
-    order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"}) if peek["id"] else None
+    order: Order | None = None
+    if handlers_enabled and event.type in HANDLERS:
+        peek = await pipeline.fetchrow(PEEK, *(lookup_params(keys) or _NO_KEYS), event.id)
+        if peek["ledger_status"] in SETTLED_STATUSES:
+            return IngestResult("duplicate")
+        if peek["id"]:
+            order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"})
+    # else no handler reads the order (a type we do not handle, or the kill switch): the write alone records the
+    # event, and finds a settled ledger row itself (duplicate).
     try:
         try:
             return await process(unit(DETACHED, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
