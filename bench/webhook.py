@@ -335,8 +335,9 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr)
 
         print(f"\n{per_run} events per run, {rounds} interleaved rounds, medians")
+        print("(round ratios: the lowest and highest gateway/reference ratio of a single round)")
         print(
-            f"{'stream':<10} {'conc':>4} {'gateway ev/s':>13} {'ref ev/s':>10} {'ratio':>6} "
+            f"{'stream':<10} {'conc':>4} {'gateway ev/s':>13} {'ref ev/s':>10} {'ratio':>6} {'round ratios':>13} "
             f"{'gw p99 ms':>10} {'ref p99 ms':>10}"
         )
         for stream in ("distinct", "duplicate"):
@@ -345,8 +346,11 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                 ref = results[("reference", stream, concurrency)]
                 gw_rate = statistics.median(r for r, _ in gw)
                 ref_rate = statistics.median(r for r, _ in ref)
+                per_round = [g / r for (g, _), (r, _) in zip(gw, ref, strict=True)]
+                spread = f"{min(per_round):.2f}-{max(per_round):.2f}"
                 print(
                     f"{stream:<10} {concurrency:>4} {gw_rate:>13.0f} {ref_rate:>10.0f} {gw_rate / ref_rate:>6.2f} "
+                    f"{spread:>13} "
                     f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}"
                 )
         print("\nCPU microseconds per event (medians over every run): server process, PostgreSQL, load generator")
