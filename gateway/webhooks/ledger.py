@@ -152,14 +152,14 @@ async def ingest(
 
     keys = order_keys(event)
     order: Order | None = None
+    # The read serves the handler and the early duplicate answer. With no handler to run (a type we do not handle,
+    # or the kill switch), the write alone records the event, and finds a settled ledger row itself (duplicate).
     if handlers_enabled and event.type in HANDLERS:
         peek = await pipeline.fetchrow(PEEK, *(lookup_params(keys) or _NO_KEYS), event.id)
         if peek["ledger_status"] in SETTLED_STATUSES:
             return IngestResult("duplicate")
         if peek["id"]:
             order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"})
-    # else no handler reads the order (a type we do not handle, or the kill switch): the write alone records the
-    # event, and finds a settled ledger row itself (duplicate).
     try:
         try:
             return await process(unit(DETACHED, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
