@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -76,6 +77,19 @@ def _install_uvloop() -> None:
     uvloop.install()
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker gets SIGTERM, and drains, when its parent dies without forwarding it (SIGKILL, the OOM killer),
+    instead of serving on as an orphan that holds the port and database connections (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(settings: Settings) -> None:
     url = resolve_database_url(settings)
     asyncio.run(apply_migrations(url))
@@ -84,9 +98,11 @@ def serve(settings: Settings) -> None:
         asyncio.run(run_app(create_app(settings, database_url=url), settings))
         return
     children: list[int] = []
+    parent = os.getpid()
     for index in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # worker
+            _exit_with_parent(parent)
             _install_uvloop()
             asyncio.run(run_app(create_app(settings, database_url=url, worker_index=index), settings, reuse_port=True))
             os._exit(0)

@@ -4,6 +4,7 @@ listener (METRICS_PORT + worker index); SIGTERM to the parent drains both and ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -45,7 +46,8 @@ def served(metrics_text: str) -> float:
     return total
 
 
-async def test_two_workers_share_the_port_and_drain_on_sigterm(database_url: str, tmp_path: Path) -> None:
+async def start_two_workers(database_url: str, tmp_path: Path) -> tuple[asyncio.subprocess.Process, int, int]:
+    """`gateway serve --workers 2`; (the parent process, the public port, worker 0's metrics port)."""
     port, metrics_port = free_port_pair()
     env = {k: v for k, v in os.environ.items() if k not in {f.metadata["env"] for f in SETTING_FIELDS}}
     env.update(BASE_ENV)
@@ -64,6 +66,11 @@ async def test_two_workers_share_the_port_and_drain_on_sigterm(database_url: str
         sys.executable, "-m", "gateway", "serve", "--workers", "2", env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
+    return process, port, metrics_port
+
+
+async def test_two_workers_share_the_port_and_drain_on_sigterm(database_url: str, tmp_path: Path) -> None:
+    process, port, metrics_port = await start_two_workers(database_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
     metrics_urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(2)]
     try:
@@ -88,3 +95,44 @@ async def test_two_workers_share_the_port_and_drain_on_sigterm(database_url: str
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its new parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+async def test_workers_exit_when_their_parent_is_killed(database_url: str, tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) cannot be forwarded: the workers must not serve on as orphans."""
+    process, port, _ = await start_two_workers(database_url, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    workers: list[int] = []
+    try:
+        await poll(lambda: get(base + "/health"), within=30, interval=0.1)
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+
+        process.kill()
+        await process.wait()
+
+        async def workers_gone() -> bool:
+            return not any(alive(pid) for pid in workers)
+
+        await poll(workers_gone, within=30, interval=0.1)
+        assert await get(base + "/health") is None  # nothing listens any more
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for pid in workers:  # a failure must not leave them running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
