@@ -54,11 +54,17 @@ async def deliver(
     *,
     handlers_enabled: bool = True,
     request_id: str = "req-test-0001",
+    pipeline: Pipeline | None = None,
 ) -> IngestResult:
-    """Ingest `event` exactly as the webhook view does after the signature check."""
+    """Ingest `event` exactly as the webhook view does after the signature check (through `pipeline`, so that
+    concurrent deliveries can share its batches, else a pipeline of its own)."""
     parsed = parse_event(event_body(event), required_livemode=None)
     return await ingest(
-        Pipeline(pool), parsed, request_id=request_id, handlers_enabled=handlers_enabled, app_source="website"
+        pipeline or Pipeline(pool),
+        parsed,
+        request_id=request_id,
+        handlers_enabled=handlers_enabled,
+        app_source="website",
     )
 
 
