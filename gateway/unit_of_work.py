@@ -50,19 +50,23 @@ BRIDGE_LOCK_KEY = 0x6272_6964_6765
 # bridge events ($1-$7, each list as one JSON array: one parameter encodes faster than one array per column),
 # the ledger row ($8-$22), the order's change ($23-$33, OrderChange.fields) and its later changes ($34, a JSON
 # array of the same fields), the payment ($35-$40, Payment.params), the order whose stock is committed ($41) and
-# the order and reason of a release ($42-$43), and in optimistic mode the order the decision was taken on and its
-# row version ($44-$45).
+# the order and reason of a release ($42-$43), in optimistic mode the order the decision was taken on and its
+# row version ($44-$45), and for a move the function decides (UnitOfWork.apply_move; the order ids above are then
+# NULL) the statuses it may move the order from, the order's look-up keys (FIND_ORDER's), the stock effect and the
+# bridge event's type ($46-$52).
 FLUSH = """
-SELECT gated, settled, oversold, types FROM unit_of_work_flush(
+SELECT gated, settled, oversold, types, moved_order FROM unit_of_work_flush(
     $1, $2, $3, $4, $5, $6, $7,
     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
     $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
     $35, $36, $37, $38, $39, $40,
     $41, $42, $43,
-    $44, $45)
+    $44, $45,
+    $46, $47, $48, $49, $50, $51, $52)
 """
 _NO_ORDER_CHANGE = (None,) * 11
 _NO_PAYMENT = (None,) * 6
+_NO_MOVE = (None,) * 7
 
 
 def _order_changes(changes: list[tuple[str, OrderChange]]) -> tuple[object, ...]:
@@ -100,6 +104,26 @@ class Snapshot:
 
     keys: OrderKeys
     order: Order | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderMove:
+    """An event's request to move the order it names to `change.status`, with what the move brings: the payment
+    row (its order and, when the event has none, its currency come from the order), stock committed or released,
+    and the bridge event. The state machine allows it from `sources` only."""
+
+    keys: OrderKeys
+    change: OrderChange
+    sources: frozenset[str]
+    bridge_type: str
+    payment: Payment | None = None
+    stock_commit: bool = False
+    stock_release: str | None = None  # the release's reason
+
+    def payment_for(self, order: Order) -> Payment | None:
+        if self.payment is None:
+            return None
+        return replace(self.payment, order_id=order.id, currency=self.payment.currency or order.currency or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,16 +227,27 @@ class UnitOfWork:
         validate_event(event.event_type, event.user_id, event.payload, BRIDGE_METADATA)  # invalid: tx fails
         self.events.append(event)
 
-    async def flush(self, ledger: LedgerEntry) -> bool:
-        """Write the ledger row, the order change, the payment, the stock moves, the audit rows and the bridge
-        events in one statement.
-
-        False when another delivery of the same event settled its ledger row first (nothing may then commit).
-        Optimistic mode: the statement goes through the group-commit pipeline, which commits it (alone or with
-        other deliveries' statements); NeedsTransaction when the order row changed since it was read (nothing
-        written).
-        """
-        args = (
+    def _args(
+        self, ledger: LedgerEntry, move: OrderMove | None = None, keys: tuple[object, ...] = ()
+    ) -> tuple[object, ...]:
+        """FLUSH's parameters: what the unit recorded, or the move the function decides for the order `keys`
+        (lookup_params) find, its order ids left blank."""
+        if move is None:
+            change = _order_changes(self.order_changes)
+            payment = self.payment.params() if self.payment else _NO_PAYMENT
+            stock = (self.stock_commit, *(self.stock_release or (None, None)))
+            decide: tuple[object, ...] = _NO_MOVE
+        else:
+            change = (None, *list(move.change.fields("").values())[1:], None)
+            payment = (None, *move.payment.params()[1:]) if move.payment else _NO_PAYMENT
+            stock = (None, None, move.stock_release)
+            decide = (
+                sorted(move.sources),
+                *keys,
+                "commit" if move.stock_commit else "release" if move.stock_release else None,
+                move.bridge_type,
+            )
+        return (
             self.actor,
             self.source_event_id,
             self.request_id,
@@ -244,13 +279,24 @@ class UnitOfWork:
             ledger.payload,
             BRIDGE_METADATA,
             BRIDGE_CHANNEL,
-            *_order_changes(self.order_changes),
-            *(self.payment.params() if self.payment else _NO_PAYMENT),
-            self.stock_commit,
-            *(self.stock_release or (None, None)),
+            *change,
+            *payment,
+            *stock,
             self.guard.id if self.guard else None,
             self.guard.version if self.guard else None,
+            *decide,
         )
+
+    async def flush(self, ledger: LedgerEntry) -> bool:
+        """Write the ledger row, the order change, the payment, the stock moves, the audit rows and the bridge
+        events in one statement.
+
+        False when another delivery of the same event settled its ledger row first (nothing may then commit).
+        Optimistic mode: the statement goes through the group-commit pipeline, which commits it (alone or with
+        other deliveries' statements); NeedsTransaction when the order row changed since it was read (nothing
+        written).
+        """
+        args = self._args(ledger)
         if self.pipeline is None:
             row = await self.con.fetchrow(FLUSH, *args)
         else:
@@ -268,6 +314,36 @@ class UnitOfWork:
             return False
         if committed_for is not None and row["oversold"]:  # the statement wrote its audit row
             log.warning("stock oversold on a late payment", extra={"orderId": committed_for, "status": "paid"})
-        for event_type in row["types"]:
-            metrics.BRIDGE_EVENTS_PUBLISHED.labels(event_type).inc()
+        self._count_published(row["types"])
         return True
+
+    async def apply_move(self, move: OrderMove, ledger: LedgerEntry) -> str | None:
+        """Optimistic mode, nothing recorded: let the database decide `move` while it writes (one statement).
+        It locks the order `move.keys` find and, if the order's status is one of `move.sources`, writes what
+        `_transition` (gateway/webhooks/handlers/orders.py) writes for that order, with `ledger` for that order.
+
+        Returns the order's id; None when the event was settled before (nothing written: duplicate).
+        NeedsTransaction when no order matches or its status is not one of `move.sources` (nothing written):
+        the event needs its handler.
+        """
+        if self.pipeline is None or self.audits or self.events or self.order_changes or self.payment:
+            raise RuntimeError("a move is the only work of an optimistic unit of work")
+        params = queries.lookup_params(move.keys)
+        if params is None:
+            raise NeedsTransaction("the event names no order")
+        args = self._args(ledger, move, params)
+        row = await self.pipeline.fetchrow(FLUSH, *args, order=(params[0] or "", self.source_event_id))
+        if not row["gated"]:
+            raise NeedsTransaction("no order in a state the move applies to")
+        if not row["settled"]:
+            return None
+        order_id: str = row["moved_order"]
+        if move.stock_commit and row["oversold"]:
+            log.warning("stock oversold on a late payment", extra={"orderId": order_id, "status": "paid"})
+        self._count_published(row["types"])
+        return order_id
+
+    @staticmethod
+    def _count_published(types: list[str]) -> None:
+        for event_type in types:
+            metrics.BRIDGE_EVENTS_PUBLISHED.labels(event_type).inc()

@@ -165,6 +165,7 @@ def failing_once(calls: list[str]) -> Any:
     return handler
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_replay_of_a_failed_event_processes_it_once(
     db_pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,6 +251,7 @@ async def test_replay_of_ignored_and_stale_events_is_reported_not_reapplied(
     assert await order_status(db_pool, order_id) == "paid"
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_replay_failed_batch_oldest_first_with_summary(
     db_pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,13 +265,12 @@ async def test_replay_failed_batch_oldest_first_with_summary(
         for i, o in enumerate(orders)
     ]
     calls: list[str] = []
+    real = handlers.HANDLERS["checkout.session.completed"]
     monkeypatch.setitem(handlers.HANDLERS, "checkout.session.completed", failing_once(calls))
     for event in reversed(events):
         with pytest.raises(HandlerFailed):
             await deliver(db_pool, event)
-    monkeypatch.undo()
     applied: list[str] = []
-    real = handlers.HANDLERS["checkout.session.completed"]
 
     async def recording(unit: UnitOfWork, event: StripeEvent) -> Outcome:
         applied.append(event.id)
@@ -291,6 +292,7 @@ async def test_replay_failed_batch_oldest_first_with_summary(
     assert again.code == 0 and again.json["selected"] == 0
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_replay_failed_batch_reports_failures_exit_1(
     db_pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

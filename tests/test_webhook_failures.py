@@ -36,6 +36,7 @@ async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -
 # ------------------------------------------------------------------ handler exceptions
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_handler_exception_rolls_back_and_the_retry_processes(
     client: Any, db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,6 +88,7 @@ async def test_handler_exception_rolls_back_and_the_retry_processes(
         assert await con.fetchval("SELECT count(*) FROM payments") == 1
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_concurrent_retries_of_a_failed_event_apply_once(
     client: Any, db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,6 +262,7 @@ async def test_database_down_answers_503_then_the_same_delivery_applies_once(
         assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID"]
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_database_lost_in_the_middle_of_the_transaction(
     proxied_client: Callable[[], Any], proxy: TcpProxy, db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ handler needs statements of its own, that statement writes nothing and the event
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from tests.support_helpers import deliver, poll
 from tests.webhook_support import audit_actions, bridge_types, ledger_row, order_row, seed_order, stock_of
 
 Attempts = list[tuple[str, str]]
+MOVE_SOURCES = 45  # FLUSH's $46: given for a move the database decides
 
 
 @pytest.fixture
@@ -47,29 +49,30 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Attempts]:
 
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """What each delivery sent through the group-commit pipeline, in order: "read" or "write"."""
+    """What each delivery sent through the group-commit pipeline, in order: "move", "read" or "write"."""
     sent: list[str] = []
     real = Pipeline.fetchrow
     names = {ledger.PEEK: "read", FLUSH: "write"}
 
     async def spy(self: Pipeline, query: str, *args: Any, **kwargs: Any) -> asyncpg.Record:
-        sent.append(names[query])
+        sent.append("move" if query == FLUSH and args[MOVE_SOURCES] is not None else names[query])
         return await real(self, query, *args, **kwargs)
 
     monkeypatch.setattr(Pipeline, "fetchrow", spy)
     return sent
 
 
-async def test_a_payment_is_written_by_one_optimistic_statement(
-    db_pool: asyncpg.Pool, attempts: dict[str, Attempts]
+async def test_a_payment_is_decided_and_written_by_one_statement(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts], statements: list[str]
 ) -> None:
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=2)
     event = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
 
-    assert (await deliver(db_pool, event)).status == "processed"
+    result = await deliver(db_pool, event)
 
-    assert attempts[event["id"]] == [("optimistic", "processed")]
+    assert (result.status, result.order_id) == ("processed", seeded.order_id)
+    assert statements == ["move"] and attempts == {}  # the database decided; the handler did not run
     async with db_pool.acquire() as con:
         order = await order_row(con, seeded.order_id)
         assert order["status"] == "paid" and order["paid_at"] is not None
@@ -82,17 +85,32 @@ async def test_a_payment_is_written_by_one_optimistic_statement(
         row = await ledger_row(con, event["id"])
         assert row is not None and (row["status"], row["attempts"]) == ("processed", 1)
     assert (await deliver(db_pool, event)).status == "duplicate"
+    assert statements == ["move", "move"]  # the duplicate is answered by the move, which writes nothing
 
 
-async def test_a_payment_reads_its_order_then_writes(db_pool: asyncpg.Pool, statements: list[str]) -> None:
+async def test_an_event_whose_move_does_not_apply_is_read_then_decided_by_its_handler(
+    db_pool: asyncpg.Pool, attempts: dict[str, Attempts], statements: list[str]
+) -> None:
+    """No such order, or an order the move cannot take (a late expiry of a paid order): the move writes nothing
+    and the event takes the read, then the handler's write."""
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=1)
-    event = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
+    unknown = make_event("payment_intent.succeeded", payment_intent(str(uuid.uuid4())))
+    paid = make_event("checkout.session.completed", checkout_session(seeded.order_id))
+    late = make_event(
+        "checkout.session.expired", checkout_session(seeded.order_id, status="expired", payment_status="unpaid")
+    )
 
-    assert (await deliver(db_pool, event)).status == "processed"
-    assert (await deliver(db_pool, event)).status == "duplicate"
+    assert (await deliver(db_pool, unknown)).status == "ignored"
+    assert (await deliver(db_pool, paid)).status == "processed"
+    assert (await deliver(db_pool, late)).status == "stale"
+    assert (await deliver(db_pool, late)).status == "duplicate"
 
-    assert statements == ["read", "write", "read"]  # the duplicate is answered from the read
+    assert statements == ["move", "read", "write", "move", "move", "read", "write", "move"]
+    assert attempts == {unknown["id"]: [("optimistic", "ignored")], late["id"]: [("optimistic", "stale")]}
+    async with db_pool.acquire() as con:
+        assert (await order_row(con, seeded.order_id))["status"] == "paid"
+        assert await audit_actions(con, seeded.order_id) == ["order.paid"]
 
 
 async def test_an_event_no_handler_reads_is_recorded_by_the_write_alone(
@@ -142,10 +160,11 @@ async def test_the_kill_switch_records_a_payment_without_reading_its_order(
         row = await ledger_row(con, event["id"])
         assert row is not None and (row["status"], row["attempts"]) == ("received", 2)
         assert (await order_row(con, seeded.order_id))["status"] == "pending"
-    assert (await deliver(db_pool, event)).status == "processed"  # switched on again: applied, read first
-    assert statements[2:] == ["read", "write"]
+    assert (await deliver(db_pool, event)).status == "processed"  # switched on again: applied by the move
+    assert statements[2:] == ["move"]
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_an_order_that_moved_after_it_was_read_is_decided_again_under_lock(
     db_pool: asyncpg.Pool, attempts: dict[str, Attempts], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,7 +265,7 @@ async def test_a_payment_waits_for_a_reservation_being_released_and_takes_its_un
         await release.commit()
 
     assert (await delivery).status == "processed"
-    assert attempts[event["id"]] == [("optimistic", "processed")]
+    assert attempts == {}  # decided by the move
     async with db_pool.acquire() as con:
         assert (await order_row(con, seeded.order_id))["status"] == "paid"
         assert await stock_of(con, seeded.product_ids[0]) == (4, 0, 1)
@@ -271,6 +290,7 @@ async def test_a_handler_sending_its_own_statements_runs_under_lock(
         assert await con.fetchval("SELECT count(*) FROM refunds WHERE order_id = $1::uuid", seeded.order_id) == 1
 
 
+@pytest.mark.usefixtures("handler_path")
 async def test_an_event_settled_by_another_delivery_meanwhile_writes_nothing(
     db_pool: asyncpg.Pool, attempts: dict[str, Attempts], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,6 +45,16 @@ def can_move(current: str, target: str) -> bool:
     return target in ALLOWED[current]
 
 
+def sources(target: str) -> frozenset[str]:
+    """Every status from which an order may move to `target`."""
+    return _SOURCES[target]
+
+
+_SOURCES: Final = {
+    target: frozenset(current for current, targets in ALLOWED.items() if target in targets) for target in ALLOWED
+}
+
+
 def status_after_refund(current: str, amount_total: int, amount_refunded: int) -> str:
     """The status a settled order takes for a refunded amount (a dispute stays a dispute until fully refunded)."""
     if amount_total > 0 and amount_refunded >= amount_total:

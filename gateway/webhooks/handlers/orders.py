@@ -23,7 +23,7 @@ from gateway.orders.queries import (
     OrderKeys,
     Payment,
 )
-from gateway.unit_of_work import UnitOfWork
+from gateway.unit_of_work import OrderMove, UnitOfWork
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers import subscriptions
 from gateway.webhooks.handlers.base import Handler, Outcome
@@ -55,8 +55,27 @@ def _unknown(event: StripeEvent) -> Outcome:
     return Outcome("ignored", f"no order matches this {sp.object_type(event.type, event.object) or 'object'}")
 
 
-def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change: OrderChange) -> Outcome:
-    """Move `order` to `change.status` if the state machine allows it, with its stock and bridge event."""
+def _move(event: StripeEvent, change: OrderChange, payment: Payment | None = None) -> OrderMove:
+    """`event` asks for the order it names to move to `change.status`."""
+    target = change.status
+    return OrderMove(
+        keys=order_keys(event),
+        change=change,
+        sources=t.sources(target),
+        bridge_type=BRIDGE_TYPES[target],
+        payment=payment,
+        stock_commit=target == t.PAID,
+        stock_release=f"order_{target}" if target in t.RELEASING else None,
+    )
+
+
+def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, move: OrderMove) -> Outcome:
+    """Move `order` to `move.change.status` if the state machine allows it, with its stock and bridge event.
+
+    The branch that applies the move is also run by the database (`unit_of_work_flush`,
+    sql/migrations/0006_order_moves.sql) when the ledger lets it decide alone: the two must write the same rows
+    (tests/test_webhook_moves.py)."""
+    change = move.change
     target = change.status
     if order.status == target:
         unit.change_order(order.id, change)  # may still add ids the order did not know yet
@@ -66,23 +85,23 @@ def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, change: Orde
         # payment's ids and its (earlier) time are kept, so the row does not depend on delivery order.
         unit.change_order(order.id, replace(change, status=order.status, reason=None))
         return Outcome("processed", f"order already {order.status}; payment details recorded", order.id)
-    if not t.can_move(order.status, target):
+    if order.status not in move.sources:
         return Outcome("stale", f"order is {order.status}; {event.type} cannot move it to {target}", order.id)
 
     unit.change_order(order.id, change)
-    if target == t.PAID:
+    if move.stock_commit:
         unit.commit_stock(order.id)
-    elif target in t.RELEASING:
-        unit.release_stock(order.id, f"order_{target}")
+    elif move.stock_release:
+        unit.release_stock(order.id, move.stock_release)
     unit.audit(f"order.{target}", "order", order.id, order_id=order.id, previous=order.status, reason=change.reason)
-    _publish(unit, order, change)
+    _publish(unit, order, change, move.bridge_type)
     order.status = target
     return Outcome("processed", None, order.id)
 
 
-def _publish(unit: UnitOfWork, order: Order, change: OrderChange, event_type: str | None = None) -> None:
+def _publish(unit: UnitOfWork, order: Order, change: OrderChange, event_type: str) -> None:
     unit.publish(
-        event_type or BRIDGE_TYPES[change.status],
+        event_type,
         order.user_id,
         {
             "order_id": order.id,
@@ -146,29 +165,41 @@ async def checkout_session_completed(unit: UnitOfWork, event: StripeEvent) -> Ou
         change = replace(_session_change(event, order.status, "awaiting asynchronous payment"), paid_at=None)
         unit.change_order(order.id, change)
         return Outcome("processed", "awaiting asynchronous payment", order.id)
-    return _transition(unit, event, order, _session_change(event, t.PAID))
+    return _transition(unit, event, order, _session_move(event))
 
 
 async def checkout_session_async_payment_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await _order_for_session(unit, event, create=True)
     if order is None:
         return _unknown(event)
-    return _transition(unit, event, order, _session_change(event, t.PAID))
+    return _transition(unit, event, order, _session_move(event))
 
 
 async def checkout_session_async_payment_failed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await _order_for_session(unit, event, create=False)
     if order is None:
         return _unknown(event)
-    return _transition(unit, event, order, _session_change(event, t.FAILED, "async_payment_failed"))
+    return _transition(unit, event, order, _session_move(event))
 
 
 async def checkout_session_expired(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await _order_for_session(unit, event, create=False)
     if order is None:
         return _unknown(event)
-    change = _session_change(event, t.EXPIRED, "checkout_session_expired")
-    return _transition(unit, event, order, change)
+    return _transition(unit, event, order, _session_move(event))
+
+
+# What each session event asks of its order (a completed session: when it is paid).
+_SESSION_TARGETS: dict[str, tuple[str, str | None]] = {
+    "checkout.session.completed": (t.PAID, None),
+    "checkout.session.async_payment_succeeded": (t.PAID, None),
+    "checkout.session.async_payment_failed": (t.FAILED, "async_payment_failed"),
+    "checkout.session.expired": (t.EXPIRED, "checkout_session_expired"),
+}
+
+
+def _session_move(event: StripeEvent) -> OrderMove:
+    return _move(event, _session_change(event, *_SESSION_TARGETS[event.type]))
 
 
 # ------------------------------------------------------------------ payment intents
@@ -188,44 +219,39 @@ def _intent_change(event: StripeEvent, status: str, reason: str | None = None) -
     )
 
 
-def _record_payment(unit: UnitOfWork, order: Order, event: StripeEvent, status: str) -> None:
+_INTENT_TYPES = ("payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled")
+
+
+def _intent_move(event: StripeEvent) -> OrderMove:
+    """What a payment intent event asks of its order, with the payment row it records."""
     pi = event.object
-    unit.record_payment(
-        Payment(
-            order_id=order.id,
-            payment_intent_id=sp.object_id(pi),
-            charge_id=sp.payment_intent_latest_charge(pi),
-            amount=sp.payment_intent_amount(pi) or 0,
-            currency=sp.currency_of(pi) or order.currency or "",
-            status=status,
-        )
+    if event.type == "payment_intent.succeeded":
+        target, payment_status, reason = t.PAID, "succeeded", None
+    elif event.type == "payment_intent.payment_failed":
+        code, _message = sp.payment_intent_failure(pi)
+        target, payment_status, reason = t.FAILED, "failed", code or "payment_failed"
+    else:  # payment_intent.canceled
+        target, payment_status = t.CANCELED, "canceled"
+        reason = sp.payment_intent_cancellation_reason(pi) or "payment_intent_canceled"
+    payment = Payment(
+        order_id="",  # the order's, once found
+        payment_intent_id=sp.object_id(pi),
+        charge_id=sp.payment_intent_latest_charge(pi),
+        amount=sp.payment_intent_amount(pi) or 0,
+        currency=sp.currency_of(pi) or "",  # else the order's
+        status=payment_status,
     )
+    return _move(event, _intent_change(event, target, reason), payment)
 
 
-async def payment_intent_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+async def payment_intent_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     order = await unit.lock_order(order_keys(event))
     if order is None:
         return _unknown(event)
-    _record_payment(unit, order, event, "succeeded")
-    return _transition(unit, event, order, _intent_change(event, t.PAID))
-
-
-async def payment_intent_payment_failed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
-    order = await unit.lock_order(order_keys(event))
-    if order is None:
-        return _unknown(event)
-    _record_payment(unit, order, event, "failed")
-    code, _message = sp.payment_intent_failure(event.object)
-    return _transition(unit, event, order, _intent_change(event, t.FAILED, code or "payment_failed"))
-
-
-async def payment_intent_canceled(unit: UnitOfWork, event: StripeEvent) -> Outcome:
-    order = await unit.lock_order(order_keys(event))
-    if order is None:
-        return _unknown(event)
-    _record_payment(unit, order, event, "canceled")
-    reason = sp.payment_intent_cancellation_reason(event.object) or "payment_intent_canceled"
-    return _transition(unit, event, order, _intent_change(event, t.CANCELED, reason))
+    move = _intent_move(event)
+    if payment := move.payment_for(order):
+        unit.record_payment(payment)
+    return _transition(unit, event, order, move)
 
 
 # ------------------------------------------------------------------ refunds and disputes
@@ -243,7 +269,7 @@ async def _ensure_paid(unit: UnitOfWork, event: StripeEvent, order: Order, charg
         payment_intent_id=event.ids.payment_intent_id,
         paid_at=_created(event),
     )
-    _transition(unit, event, order, change)
+    _transition(unit, event, order, _move(event, change))
 
 
 async def _apply_refunded_amount(
@@ -335,7 +361,21 @@ async def charge_dispute_created(unit: UnitOfWork, event: StripeEvent) -> Outcom
         )
         _publish(unit, order, replace(change, status=order.status), "ORDER_DISPUTED")
         return Outcome("processed", "dispute recorded; order stays refunded", order.id)
-    return _transition(unit, event, order, change)
+    return _transition(unit, event, order, _move(event, change))
+
+
+def plain_move(event: StripeEvent) -> OrderMove | None:
+    """The move a payment event asks for, when nothing but the order's status decides whether it applies: the
+    ledger then lets the database decide while it writes (UnitOfWork.apply_move). None: the handler decides
+    (refunds and disputes, subscriptions, a completed session not paid yet)."""
+    if event.type in _INTENT_TYPES:
+        return _intent_move(event)
+    if event.type not in _SESSION_TARGETS or (
+        event.type == "checkout.session.completed"
+        and (sp.session_mode(event.object) == "subscription" or not sp.session_is_paid(event.object))
+    ):
+        return None
+    return _session_move(event)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -343,9 +383,7 @@ HANDLERS: dict[str, Handler] = {
     "checkout.session.async_payment_succeeded": checkout_session_async_payment_succeeded,
     "checkout.session.async_payment_failed": checkout_session_async_payment_failed,
     "checkout.session.expired": checkout_session_expired,
-    "payment_intent.succeeded": payment_intent_succeeded,
-    "payment_intent.payment_failed": payment_intent_payment_failed,
-    "payment_intent.canceled": payment_intent_canceled,
+    **dict.fromkeys(_INTENT_TYPES, payment_intent_changed),
     "charge.refunded": charge_refunded,
     "refund.created": refund_changed,
     "refund.updated": refund_changed,
