@@ -157,9 +157,10 @@ async def ingest(
             pipeline=None if snapshot is None else pipeline,
         )
 
-    keys = order_keys(event)
+    move = plain_move(event) if handlers_enabled else None
+    keys = move.keys if move else order_keys(event)
     order: Order | None = None
-    if handlers_enabled and (move := plain_move(event)) is not None:
+    if move is not None:
         try:
             moved = await unit(DETACHED, Snapshot(keys, None)).apply_move(move, ledger_entry(event, "processed"))
         except UNAVAILABLE_ERRORS:
