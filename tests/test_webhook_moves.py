@@ -17,7 +17,7 @@ from gateway import stock
 from gateway.bridge.registry import validate_event
 from gateway.db.pipeline import Pipeline
 from gateway.orders import transitions as t
-from gateway.unit_of_work import BRIDGE_METADATA, FLUSH, OrderMove
+from gateway.unit_of_work import BRIDGE_METADATA, FLUSH, OrderMove, UnitOfWork
 from gateway.webhooks import ledger
 from gateway.webhooks.envelope import StripeEvent
 from gateway.webhooks.handlers.orders import plain_move
@@ -179,3 +179,50 @@ async def test_a_move_that_fails_in_the_database_loses_nothing(
         row = await con.fetchrow("SELECT status, attempts FROM webhook_events WHERE stripe_event_id = $1", event["id"])
         assert (row["status"], row["attempts"]) == ("processed", 1)
     assert len(moves) == 1  # the move was tried, and failed
+
+
+# The write of the previous release (migration 0005's 45 parameters): it must keep working while a rollout
+# replaces that release's pods after the migrations ran.
+PREVIOUS_RELEASE_FLUSH = """
+SELECT gated, settled, oversold, types FROM unit_of_work_flush(
+    $1, $2, $3, $4, $5, $6, $7,
+    $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
+    $35, $36, $37, $38, $39, $40,
+    $41, $42, $43,
+    $44, $45)
+"""
+
+
+async def test_the_previous_release_still_writes_during_a_rollout(db_pool: asyncpg.Pool) -> None:
+    """Its 45 parameters are the first 45 of today's write: a payment, written through the previous function."""
+    async with db_pool.acquire() as con:
+        seeded = await seed_order(con, stock=5, quantity=1)
+    event = to_event(make_event("payment_intent.succeeded", payment_intent(seeded.order_id)))
+
+    async with db_pool.acquire() as con, con.transaction():
+
+        class PreviousRelease:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(con, name)
+
+            async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
+                if query == FLUSH:
+                    return await con.fetchrow(PREVIOUS_RELEASE_FLUSH, *args[:45])
+                return await con.fetchrow(query, *args)
+
+        unit = UnitOfWork(
+            cast(asyncpg.Connection, PreviousRelease()),
+            actor="stripe",
+            source_event_id=event.id,
+            request_id="req-previous",
+        )
+        result = await ledger.process(unit, event, handlers_enabled=True)
+
+    assert result.status == "processed"
+    async with db_pool.acquire() as con:
+        assert await con.fetchval("SELECT status FROM orders WHERE id = $1::uuid", seeded.order_id) == "paid"
+        assert await con.fetchval("SELECT status FROM webhook_events WHERE stripe_event_id = $1", event.id) == (
+            "processed"
+        )
+        assert await con.fetchval("SELECT count(*) FROM bridge_events") == 1

@@ -1,14 +1,9 @@
 -- unit_of_work_flush learns to decide a move itself (UnitOfWork.apply_move, gateway/unit_of_work.py), so that the
 -- common payment event costs one round trip: when all it asks is "may the order move from its status to this
 -- one?", the answer needs the order row, and the function takes it on the locked row instead of the gateway
--- reading the row first. The function is replaced whole (its signature grows); only the move is new.
-DROP FUNCTION unit_of_work_flush(
-    text, text, text, jsonb, text, jsonb, bigint,
-    text, text, boolean, timestamptz, text, text, uuid, text, text, text, text, text, jsonb, jsonb, text,
-    uuid, text, text, bigint, text, text, text, text, text, timestamptz, bigint, jsonb,
-    uuid, text, text, bigint, text, text,
-    uuid, uuid, text,
-    uuid, xid);
+-- reading the row first. Its signature grows, so this is a new function of the same name; the 45-parameter one
+-- of migration 0005 stays, because pods of the previous release keep calling it until a rollout replaces them
+-- (migrations run before the rollout). A later migration drops it.
 
 -- One delivery's write. Optimistic mode (p_guard_order given): the order row is locked only if it still has the
 -- version (xmin) the handler decided on; otherwise nothing is written and `gated` is false.
