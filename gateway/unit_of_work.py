@@ -332,6 +332,9 @@ class UnitOfWork:
         if params is None:
             raise NeedsTransaction("the event names no order")
         args = self._args(ledger, move, params)
+        # Sent in order of the order id the event names. One that names its order only by a Stripe id sorts first
+        # and may lock out of order: a deadlock between two batches then rolls one back, and the pipeline runs its
+        # statements again one by one.
         row = await self.pipeline.fetchrow(FLUSH, *args, order=(params[0] or "", self.source_event_id))
         if not row["gated"]:
             raise NeedsTransaction("no order in a state the move applies to")
