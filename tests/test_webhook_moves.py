@@ -60,16 +60,22 @@ BUILT = {
     "intent-canceled": lambda: make_event(
         "payment_intent.canceled", payment_intent(None, status="canceled", cancellation_reason="abandoned")
     ),
+    "intent-succeeded-no-currency": lambda: make_event(
+        "payment_intent.succeeded", {**payment_intent(None), "currency": None}
+    ),
 }
 EVENTS: dict[str, Any] = {**{name: lambda name=name: fixture_event(name) for name in _real_fixtures()}, **BUILT}
 
 
 def _cases() -> list[Any]:
+    """Every event from every status its move applies to; and from pending, an order that knows no amount,
+    currency or user (one made from a session without them), where the fallbacks to the event's values apply."""
     cases = []
     for name, build in EVENTS.items():
         move = plain_move(to_event(build()))
         assert move is not None, name
-        cases += [pytest.param(name, source, id=f"{name}-from-{source}") for source in sorted(move.sources)]
+        cases += [pytest.param(name, source, False, id=f"{name}-from-{source}") for source in sorted(move.sources)]
+        cases.append(pytest.param(name, t.PENDING, True, id=f"{name}-from-pending-bare-order"))
     return cases
 
 
@@ -87,13 +93,24 @@ def test_every_move_type_is_covered() -> None:
 
 
 async def _rows_after(
-    pool: asyncpg.Pool, event: dict[str, Any], source: str, *, by_move: bool, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool,
+    event: dict[str, Any],
+    source: str,
+    bare: bool,
+    *,
+    by_move: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[str, str]:
-    """Deliver `event` to a fresh order in status `source` (its stock released unless pending); the result and
-    every row left, with the order's id replaced by ORDER."""
+    """Deliver `event` to a fresh order in status `source` (its stock released unless pending; `bare`: without
+    amount, currency or user); the result and every row left, with the order's id replaced by ORDER."""
     async with pool.acquire() as con:
         await con.execute(TRUNCATE_ALL)
         seeded = await seed_order(con, stock=5, quantity=2, unit_amount=1000)
+        if bare:
+            await con.execute(
+                "UPDATE orders SET amount_total = 0, currency = NULL, user_id = NULL WHERE id = $1::uuid",
+                seeded.order_id,
+            )
         if source != t.PENDING:
             await stock.release_for_order(con, seeded.order_id, f"order_{source}")
             await con.execute("UPDATE orders SET status = $2 WHERE id = $1::uuid", seeded.order_id, source)
@@ -137,14 +154,14 @@ async def _rows_after(
     return result.status, result_and_rows.replace(seeded.order_id, "ORDER")
 
 
-@pytest.mark.parametrize(("name", "source"), _cases())
+@pytest.mark.parametrize(("name", "source", "bare"), _cases())
 async def test_a_move_writes_what_the_handler_writes(
-    db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, name: str, source: str
+    db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, name: str, source: str, bare: bool
 ) -> None:
     event = EVENTS[name]()
 
-    status, by_move = await _rows_after(db_pool, event, source, by_move=True, monkeypatch=monkeypatch)
-    _, by_handler = await _rows_after(db_pool, event, source, by_move=False, monkeypatch=monkeypatch)
+    status, by_move = await _rows_after(db_pool, event, source, bare, by_move=True, monkeypatch=monkeypatch)
+    _, by_handler = await _rows_after(db_pool, event, source, bare, by_move=False, monkeypatch=monkeypatch)
 
     assert status == "processed"
     assert by_move == by_handler
