@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import asyncpg
 
@@ -52,21 +52,21 @@ BRIDGE_LOCK_KEY = 0x6272_6964_6765
 # array of the same fields), the payment ($35-$40, Payment.params), the order whose stock is committed ($41) and
 # the order and reason of a release ($42-$43), in optimistic mode the order the decision was taken on and its
 # row version ($44-$45), and for a move the function decides (UnitOfWork.apply_move; the order ids above are then
-# NULL) the statuses it may move the order from, the order's look-up keys (FIND_ORDER's), the stock effect and the
-# bridge event's type ($46-$52).
+# NULL) the statuses it may move the order from, the order's look-up keys (FIND_ORDER's), the stock effect, the
+# bridge event's type and the ledger's reasons when the order has the status already or does not exist ($46-$54).
 FLUSH = """
-SELECT gated, settled, oversold, types, moved_order FROM unit_of_work_flush(
+SELECT gated, settled, oversold, types, decided, moved_order FROM unit_of_work_flush(
     $1, $2, $3, $4, $5, $6, $7,
     $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
     $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
     $35, $36, $37, $38, $39, $40,
     $41, $42, $43,
     $44, $45,
-    $46, $47, $48, $49, $50, $51, $52)
+    $46, $47, $48, $49, $50, $51, $52, $53, $54)
 """
 _NO_ORDER_CHANGE = (None,) * 11
 _NO_PAYMENT = (None,) * 6
-_NO_MOVE = (None,) * 7
+_NO_MOVE = (None,) * 9
 
 
 def _order_changes(changes: list[tuple[str, OrderChange]]) -> tuple[object, ...]:
@@ -80,6 +80,10 @@ def _order_changes(changes: list[tuple[str, OrderChange]]) -> tuple[object, ...]
 def _once(recorded: object, what: str) -> None:
     if recorded is not None:
         raise RuntimeError(f"{what} is recorded once per unit of work")
+
+
+# What the database wrote for a move (UnitOfWork.apply_move).
+Decided = Literal["moved", "already", "missing"]
 
 
 class NeedsTransaction(Exception):
@@ -116,6 +120,8 @@ class OrderMove:
     change: OrderChange
     sources: frozenset[str]
     bridge_type: str
+    already_reason: str  # the outcome's reason when the order has the status already
+    missing_reason: str | None = None  # no such order: the event is ignored for this reason (None: not decided)
     payment: Payment | None = None
     stock_commit: bool = False
     stock_release: str | None = None  # the release's reason
@@ -246,6 +252,8 @@ class UnitOfWork:
                 *keys,
                 "commit" if move.stock_commit else "release" if move.stock_release else None,
                 move.bridge_type,
+                move.already_reason,
+                move.missing_reason,
             )
         return (
             self.actor,
@@ -317,14 +325,15 @@ class UnitOfWork:
         self._count_published(row["types"])
         return True
 
-    async def apply_move(self, move: OrderMove, ledger: LedgerEntry) -> str | None:
+    async def apply_move(self, move: OrderMove, ledger: LedgerEntry) -> tuple[Decided, str | None] | None:
         """Optimistic mode, nothing recorded: let the database decide `move` while it writes (one statement).
-        It locks the order `move.keys` find and, if the order's status is one of `move.sources`, writes what
-        `_transition` (gateway/webhooks/handlers/orders.py) writes for that order, with `ledger` for that order.
+        It locks the order `move.keys` find and writes, with `ledger`: if the order's status is one of
+        `move.sources`, what `_transition` (gateway/webhooks/handlers/orders.py) writes for that order ("moved");
+        if it has the status already, its change and payment ("already"); if there is no such order and
+        `move.missing_reason` is given, the ledger row alone, ignored ("missing").
 
-        Returns the order's id; None when the event was settled before (nothing written: duplicate).
-        NeedsTransaction when no order matches or its status is not one of `move.sources` (nothing written):
-        the event needs its handler.
+        Returns what was decided and the order's id; None when the event was settled before (nothing written:
+        duplicate). NeedsTransaction in any other case (nothing written): the event needs its handler.
         """
         if self.pipeline is None or self.audits or self.events or self.order_changes or self.payment:
             raise RuntimeError("a move is the only work of an optimistic unit of work")
@@ -337,14 +346,14 @@ class UnitOfWork:
         # statements again one by one.
         row = await self.pipeline.fetchrow(FLUSH, *args, order=(params[0] or "", self.source_event_id))
         if not row["gated"]:
-            raise NeedsTransaction("no order in a state the move applies to")
+            raise NeedsTransaction("the handler decides")
         if not row["settled"]:
             return None
-        order_id: str = row["moved_order"]
+        order_id: str | None = row["moved_order"]
         if move.stock_commit and row["oversold"]:
             log.warning("stock oversold on a late payment", extra={"orderId": order_id, "status": "paid"})
         self._count_published(row["types"])
-        return order_id
+        return row["decided"], order_id
 
     @staticmethod
     def _count_published(types: list[str]) -> None:

@@ -67,15 +67,23 @@ BUILT = {
 EVENTS: dict[str, Any] = {**{name: lambda name=name: fixture_event(name) for name in _real_fixtures()}, **BUILT}
 
 
+MISSING = "missing"  # no order of ours
+NO_SUCH_ORDER = "00000000-0000-4000-8000-000000000001"
+
+
 def _cases() -> list[Any]:
-    """Every event from every status its move applies to; and from pending, an order that knows no amount,
-    currency or user (one made from a session without them), where the fallbacks to the event's values apply."""
+    """Every event from every status its move applies to, and from its own status; from pending, an order that
+    knows no amount, currency or user (one made from a session without them), where the fallbacks to the event's
+    values apply; and no order at all, where the move decides that too."""
     cases = []
     for name, build in EVENTS.items():
         move = plain_move(to_event(build()))
         assert move is not None, name
-        cases += [pytest.param(name, source, False, id=f"{name}-from-{source}") for source in sorted(move.sources)]
+        for source in [*sorted(move.sources), move.change.status]:
+            cases.append(pytest.param(name, source, False, id=f"{name}-from-{source}"))
         cases.append(pytest.param(name, t.PENDING, True, id=f"{name}-from-pending-bare-order"))
+        if move.missing_reason is not None:
+            cases.append(pytest.param(name, MISSING, False, id=f"{name}-no-order"))
     return cases
 
 
@@ -106,15 +114,20 @@ async def _rows_after(
     async with pool.acquire() as con:
         await con.execute(TRUNCATE_ALL)
         seeded = await seed_order(con, stock=5, quantity=2, unit_amount=1000)
+        if source == t.PAID:
+            await con.execute(
+                "UPDATE stock_reservations SET state = 'committed' WHERE order_id = $1::uuid", seeded.order_id
+            )
         if bare:
             await con.execute(
                 "UPDATE orders SET amount_total = 0, currency = NULL, user_id = NULL WHERE id = $1::uuid",
                 seeded.order_id,
             )
-        if source != t.PENDING:
+        if source in t.RELEASING:
             await stock.release_for_order(con, seeded.order_id, f"order_{source}")
+        if source != MISSING:
             await con.execute("UPDATE orders SET status = $2 WHERE id = $1::uuid", seeded.order_id, source)
-    event = retarget(event, metadata={"order_id": seeded.order_id})
+    event = retarget(event, metadata={"order_id": NO_SUCH_ORDER if source == MISSING else seeded.order_id})
     sent: list[str] = []
     real = Pipeline.fetchrow
 
@@ -163,7 +176,7 @@ async def test_a_move_writes_what_the_handler_writes(
     status, by_move = await _rows_after(db_pool, event, source, bare, by_move=True, monkeypatch=monkeypatch)
     _, by_handler = await _rows_after(db_pool, event, source, bare, by_move=False, monkeypatch=monkeypatch)
 
-    assert status == "processed"
+    assert status == ("ignored" if source == MISSING else "processed")
     assert by_move == by_handler
 
 

@@ -88,29 +88,36 @@ async def test_a_payment_is_decided_and_written_by_one_statement(
     assert statements == ["move", "move"]  # the duplicate is answered by the move, which writes nothing
 
 
-async def test_an_event_whose_move_does_not_apply_is_read_then_decided_by_its_handler(
+async def test_what_the_move_decides_and_what_it_leaves_to_the_handler(
     db_pool: asyncpg.Pool, attempts: dict[str, Attempts], statements: list[str]
 ) -> None:
-    """No such order, or an order the move cannot take (a late expiry of a paid order): the move writes nothing
-    and the event takes the read, then the handler's write."""
+    """The move also decides a payment for no order of ours (ignored) and the payment of an order its Checkout
+    Session already paid (the payment and ids recorded). A late expiry of a paid order it leaves to the handler:
+    the move writes nothing, and the event takes the read, then the handler's write (stale)."""
     async with db_pool.acquire() as con:
         seeded = await seed_order(con, stock=5, quantity=1)
     unknown = make_event("payment_intent.succeeded", payment_intent(str(uuid.uuid4())))
     paid = make_event("checkout.session.completed", checkout_session(seeded.order_id))
+    intent = make_event("payment_intent.succeeded", payment_intent(seeded.order_id))
     late = make_event(
         "checkout.session.expired", checkout_session(seeded.order_id, status="expired", payment_status="unpaid")
     )
 
-    assert (await deliver(db_pool, unknown)).status == "ignored"
+    assert (await deliver(db_pool, unknown)) == IngestResult("ignored", "no order matches this payment_intent")
     assert (await deliver(db_pool, paid)).status == "processed"
+    assert (await deliver(db_pool, intent)) == IngestResult("processed", "order already paid", seeded.order_id)
     assert (await deliver(db_pool, late)).status == "stale"
     assert (await deliver(db_pool, late)).status == "duplicate"
 
-    assert statements == ["move", "read", "write", "move", "move", "read", "write", "move"]
-    assert attempts == {unknown["id"]: [("optimistic", "ignored")], late["id"]: [("optimistic", "stale")]}
+    assert statements == ["move", "move", "move", "move", "read", "write", "move"]
+    assert attempts == {late["id"]: [("optimistic", "stale")]}
     async with db_pool.acquire() as con:
         assert (await order_row(con, seeded.order_id))["status"] == "paid"
         assert await audit_actions(con, seeded.order_id) == ["order.paid"]
+        assert await bridge_types(con, seeded.order_id) == ["ORDER_PAID"]
+        payment = await con.fetchrow("SELECT order_id::text, status FROM payments")
+        assert payment is not None and tuple(payment) == (seeded.order_id, "succeeded")
+        assert await stock_of(con, seeded.product_ids[0]) == (4, 0, 1)
 
 
 async def test_an_event_no_handler_reads_is_recorded_by_the_write_alone(

@@ -3,9 +3,10 @@
 A payment event whose only question is whether the state machine lets its order move (a payment intent
 succeeded, failed or was canceled; a Checkout Session paid, failed or expired) is decided by the database while
 it writes, in one statement (UnitOfWork.apply_move, one round trip): an event already applied is a duplicate;
-otherwise it locks the order and, if the order's status allows the move, writes what the handler would. If not
-(no such order, a stale or repeated status), it writes nothing, and the event takes the path every other event
-takes:
+otherwise it locks the order and writes what the handler would when the order's status allows the move, when the
+order has that status already (a payment after its session paid the order), or when there is no such order and
+the handler would only ignore the event. Otherwise (a stale event, a session that may create its order) it
+writes nothing, and the event takes the path every other event takes:
 
     read the ledger row's status and the order the event names     -- already applied: duplicate, no transaction
                                                                    -- (skipped when no handler will run)
@@ -171,7 +172,12 @@ async def ingest(
             # Nothing was written; the handler's path meets the same failure again and records it.
             log.debug("move failed", exc_info=exc)
         else:
-            return IngestResult("duplicate") if moved is None else IngestResult("processed", None, moved)
+            if moved is None:
+                return IngestResult("duplicate")
+            decided, order_id = moved
+            if decided == "missing":
+                return IngestResult("ignored", move.missing_reason)
+            return IngestResult("processed", move.already_reason if decided == "already" else None, order_id)
     # The read serves the handler and the early duplicate answer. With no handler to run (a type we do not handle,
     # or the kill switch), the write alone records the event, and finds a settled ledger row itself (duplicate).
     if handlers_enabled and event.type in HANDLERS:

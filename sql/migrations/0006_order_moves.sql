@@ -8,15 +8,20 @@
 -- One delivery's write. Optimistic mode (p_guard_order given): the order row is locked only if it still has the
 -- version (xmin) the handler decided on; otherwise nothing is written and `gated` is false.
 --
--- Move mode (m_sources given, nothing else recorded): the function decides. An event settled before is a
--- duplicate (nothing written, `settled` false). Otherwise it locks the order the keys find (FIND_ORDER's
--- look-up, gateway/orders/queries.py) and, if the order's status is one of m_sources, writes what the handler's
--- `_transition` (gateway/webhooks/handlers/orders.py) writes for an allowed move: the order's change (c_*), the
--- payment (pay_*; its currency, when the event has none, is the order's), the stock commit or release (m_stock),
--- the audit row and the bridge event of type m_bridge_type, built from the locked row as `_transition` and
--- `_publish` build them (tests/test_webhook_moves.py compares the rows both write), with the ledger row for that
--- order (`moved_order`). No such order, or a status the move does not apply to: nothing is written and `gated` is
--- false; the gateway then reads the order and runs the handler. The ledger row is
+-- Move mode (m_sources given, nothing else recorded): the function decides, as the handler would
+-- (gateway/webhooks/handlers/orders.py; tests/test_webhook_moves.py compares the rows both write). An event
+-- settled before is a duplicate (nothing written, `settled` false). Otherwise it locks the order the keys find
+-- (FIND_ORDER's look-up, gateway/orders/queries.py), and `decided` says what it wrote with the ledger row:
+--   moved    the order's status is one of m_sources: what `_transition` writes for an allowed move, for that
+--            order (`moved_order`): the order's change (c_*), the payment (pay_*; its currency, when the event
+--            has none, is the order's), the stock commit or release (m_stock), the audit row and the bridge event
+--            of type m_bridge_type, built from the locked row as `_transition` and `_publish` build them;
+--   already  the order has the status already: its change (the event may bring ids it did not know) and the
+--            payment, the ledger's reason m_already_reason;
+--   missing  no order matches and the handler would say so (m_missing_reason given): the ledger row alone,
+--            `ignored` with that reason.
+-- Anything else (a status the move does not apply to; no order, where the handler might create one): nothing is
+-- written and `gated` is false; the gateway then reads the order and runs the handler. The ledger row is
 -- written once, in its final state: inserted, or taken over when an earlier attempt failed (or the kill switch
 -- left it `received`). When another delivery of the same event settled it first, nothing is written and
 -- `settled` is false. Bridge events take the bridge lock (shared) before they draw an id, and are announced with
@@ -36,8 +41,9 @@ CREATE FUNCTION unit_of_work_flush(
     p_commit_order uuid, p_release_order uuid, p_release_reason text,
     p_guard_order uuid, p_guard_version xid,
     m_sources text[], k_order uuid, k_checkout_session_id text, k_payment_intent_id text, k_charge_id text,
-    m_stock text, m_bridge_type text,
-    OUT gated boolean, OUT settled boolean, OUT oversold bigint[], OUT types text[], OUT moved_order text
+    m_stock text, m_bridge_type text, m_already_reason text, m_missing_reason text,
+    OUT gated boolean, OUT settled boolean, OUT oversold bigint[], OUT types text[], OUT decided text,
+    OUT moved_order text
 ) LANGUAGE plpgsql AS $$
 DECLARE
     o orders%ROWTYPE;
@@ -65,38 +71,52 @@ BEGIN
             (SELECT id FROM orders WHERE stripe_charge_id = k_charge_id)
         )
         FOR UPDATE;
-        IF NOT FOUND OR NOT o.status = ANY (m_sources) THEN
+        IF NOT FOUND THEN
+            IF m_missing_reason IS NULL THEN
+                gated := false;
+                RETURN;
+            END IF;
+            decided := 'missing';
+            p_status := 'ignored';
+            p_reason := m_missing_reason;
+        ELSIF o.status = c_status OR o.status = ANY (m_sources) THEN
+            decided := CASE WHEN o.status = c_status THEN 'already' ELSE 'moved' END;
+            moved_order := o.id::text;
+            p_order_id := o.id;
+            c_order := o.id;
+            IF pay_status IS NOT NULL THEN
+                pay_order := o.id;
+                pay_currency := coalesce(nullif(pay_currency, ''), nullif(o.currency, ''), '');
+            END IF;
+        ELSE
             gated := false;
             RETURN;
         END IF;
-        moved_order := o.id::text;
-        p_order_id := o.id;
-        c_order := o.id;
-        IF pay_status IS NOT NULL THEN
-            pay_order := o.id;
-            pay_currency := coalesce(nullif(pay_currency, ''), nullif(o.currency, ''), '');
+        IF decided = 'already' THEN
+            p_reason := m_already_reason;
+        ELSIF decided = 'moved' THEN
+            IF m_stock = 'commit' THEN
+                p_commit_order := o.id;
+            ELSIF m_stock = 'release' THEN
+                p_release_order := o.id;
+            END IF;
+            p_audits := jsonb_build_array(jsonb_build_object(
+                'action', 'order.' || c_status, 'subject_type', 'order', 'subject_id', o.id::text, 'order_id', o.id,
+                'details', jsonb_build_object('previous', o.status, 'reason', c_reason)));
+            p_bridge_events := jsonb_build_array(jsonb_build_object(
+                'event_type', m_bridge_type,
+                'user_id', o.user_id,
+                'payload', jsonb_build_object(
+                    'order_id', o.id::text,
+                    'status', c_status,
+                    'amount', coalesce(nullif(o.amount_total, 0), nullif(c_amount_total, 0), 0),
+                    'amount_refunded', greatest(o.amount_refunded, c_amount_refunded),
+                    'currency', coalesce(nullif(o.currency, ''), c_currency),
+                    'session_id', coalesce(nullif(o.stripe_checkout_session_id, ''), c_checkout_session_id),
+                    'payment_intent_id', coalesce(nullif(o.stripe_payment_intent_id, ''), c_payment_intent_id),
+                    'customer_id', coalesce(nullif(o.stripe_customer_id, ''), c_customer_id),
+                    'source', 'stripe')));
         END IF;
-        IF m_stock = 'commit' THEN
-            p_commit_order := o.id;
-        ELSIF m_stock = 'release' THEN
-            p_release_order := o.id;
-        END IF;
-        p_audits := jsonb_build_array(jsonb_build_object(
-            'action', 'order.' || c_status, 'subject_type', 'order', 'subject_id', o.id::text, 'order_id', o.id,
-            'details', jsonb_build_object('previous', o.status, 'reason', c_reason)));
-        p_bridge_events := jsonb_build_array(jsonb_build_object(
-            'event_type', m_bridge_type,
-            'user_id', o.user_id,
-            'payload', jsonb_build_object(
-                'order_id', o.id::text,
-                'status', c_status,
-                'amount', coalesce(nullif(o.amount_total, 0), nullif(c_amount_total, 0), 0),
-                'amount_refunded', greatest(o.amount_refunded, c_amount_refunded),
-                'currency', coalesce(nullif(o.currency, ''), c_currency),
-                'session_id', coalesce(nullif(o.stripe_checkout_session_id, ''), c_checkout_session_id),
-                'payment_intent_id', coalesce(nullif(o.stripe_payment_intent_id, ''), c_payment_intent_id),
-                'customer_id', coalesce(nullif(o.stripe_customer_id, ''), c_customer_id),
-                'source', 'stripe')));
     ELSIF p_guard_order IS NOT NULL THEN
         PERFORM FROM orders WHERE id = p_guard_order AND xmin = p_guard_version FOR UPDATE;
         IF NOT FOUND THEN

@@ -55,14 +55,19 @@ def _unknown(event: StripeEvent) -> Outcome:
     return Outcome("ignored", f"no order matches this {sp.object_type(event.type, event.object) or 'object'}")
 
 
-def _move(event: StripeEvent, change: OrderChange, payment: Payment | None = None) -> OrderMove:
-    """`event` asks for the order it names to move to `change.status`."""
+def _move(
+    event: StripeEvent, change: OrderChange, payment: Payment | None = None, *, missing_decided: bool = False
+) -> OrderMove:
+    """`event` asks for the order it names to move to `change.status` (`missing_decided`: without such an order,
+    its handler records it ignored, as `_unknown` says)."""
     target = change.status
     return OrderMove(
         keys=order_keys(event),
         change=change,
         sources=t.sources(target),
         bridge_type=BRIDGE_TYPES[target],
+        already_reason=f"order already {target}",
+        missing_reason=_unknown(event).reason if missing_decided else None,
         payment=payment,
         stock_commit=target == t.PAID,
         stock_release=f"order_{target}" if target in t.RELEASING else None,
@@ -72,14 +77,14 @@ def _move(event: StripeEvent, change: OrderChange, payment: Payment | None = Non
 def _transition(unit: UnitOfWork, event: StripeEvent, order: Order, move: OrderMove) -> Outcome:
     """Move `order` to `move.change.status` if the state machine allows it, with its stock and bridge event.
 
-    The branch that applies the move is also run by the database (`unit_of_work_flush`,
-    sql/migrations/0006_order_moves.sql) when the ledger lets it decide alone: the two must write the same rows
+    The database also runs the branches "already that status" and "allowed: apply" (`unit_of_work_flush`,
+    sql/migrations/0006_order_moves.sql) when the ledger lets it decide alone: both must write the same rows
     (tests/test_webhook_moves.py)."""
     change = move.change
     target = change.status
     if order.status == target:
         unit.change_order(order.id, change)  # may still add ids the order did not know yet
-        return Outcome("processed", f"order already {target}", order.id)
+        return Outcome("processed", move.already_reason, order.id)
     if target == t.PAID and order.status in t.SETTLED:
         # A payment event after a refund or dispute implied the payment: the status stays, but the
         # payment's ids and its (earlier) time are kept, so the row does not depend on delivery order.
@@ -199,7 +204,9 @@ _SESSION_TARGETS: dict[str, tuple[str, str | None]] = {
 
 
 def _session_move(event: StripeEvent) -> OrderMove:
-    return _move(event, _session_change(event, *_SESSION_TARGETS[event.type]))
+    # A completed or paid session with no order of ours makes one (_order_for_session): its handler decides.
+    creates = event.type in ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+    return _move(event, _session_change(event, *_SESSION_TARGETS[event.type]), missing_decided=not creates)
 
 
 # ------------------------------------------------------------------ payment intents
@@ -241,7 +248,7 @@ def _intent_move(event: StripeEvent) -> OrderMove:
         currency=sp.currency_of(pi) or "",  # else the order's
         status=payment_status,
     )
-    return _move(event, _intent_change(event, target, reason), payment)
+    return _move(event, _intent_change(event, target, reason), payment, missing_decided=True)
 
 
 async def payment_intent_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
