@@ -167,7 +167,7 @@ async def ingest(
         except UNAVAILABLE_ERRORS:
             raise
         except NeedsTransaction:
-            pass  # no order in a state the move applies to: read the order, the handler decides
+            pass  # a stale event, or a session that may create its order: read the order, the handler decides
         except Exception as exc:
             # Nothing was written; the handler's path meets the same failure again and records it.
             log.debug("move failed", exc_info=exc)
