@@ -99,6 +99,12 @@ WEBHOOK_EVENTS = Counter(
     "Webhook events by type and outcome (processed, duplicate, ignored, stale, failed, received)",
     ["type", "outcome"],
 )
+WEBHOOK_MOVES = Counter(
+    "stripe_webhook_moves_total",
+    "Payment events sent to the database to decide in one statement, by what it did (moved, already, missing, "
+    "duplicate), or left to the handler (handler), or failed in the database and run by the handler (failed)",
+    ["decided"],
+)
 WEBHOOK_PROCESSING = Histogram(
     "stripe_webhook_processing_seconds",
     "Time from a verified body to the committed ledger row",

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway import stock
 from gateway.bridge.registry import validate_event
@@ -198,8 +199,11 @@ async def test_a_move_that_fails_in_the_database_loses_nothing(
         return replace(move, bridge_type=cast(str, None))
 
     monkeypatch.setattr(ledger, "plain_move", broken)
+    failed = REGISTRY.get_sample_value("stripe_webhook_moves_total", {"decided": "failed"}) or 0.0
 
     assert (await deliver(db_pool, event)).status == "processed"
+
+    assert REGISTRY.get_sample_value("stripe_webhook_moves_total", {"decided": "failed"}) == failed + 1
 
     async with db_pool.acquire() as con:
         assert await con.fetchval("SELECT status FROM orders WHERE id = $1::uuid", seeded.order_id) == "paid"

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway import stock
 from gateway.db.pipeline import Pipeline
@@ -24,6 +25,7 @@ from tests.webhook_support import audit_actions, bridge_types, ledger_row, order
 
 Attempts = list[tuple[str, str]]
 MOVE_SOURCES = 45  # FLUSH's $46: given for a move the database decides
+DECIDED = ("moved", "already", "missing", "duplicate", "handler", "failed")
 
 
 @pytest.fixture
@@ -103,6 +105,8 @@ async def test_what_the_move_decides_and_what_it_leaves_to_the_handler(
         "checkout.session.expired", checkout_session(seeded.order_id, status="expired", payment_status="unpaid")
     )
 
+    before = {d: REGISTRY.get_sample_value("stripe_webhook_moves_total", {"decided": d}) or 0.0 for d in DECIDED}
+
     assert (await deliver(db_pool, unknown)) == IngestResult("ignored", "no order matches this payment_intent")
     assert (await deliver(db_pool, paid)).status == "processed"
     assert (await deliver(db_pool, intent)) == IngestResult("processed", "order already paid", seeded.order_id)
@@ -111,6 +115,15 @@ async def test_what_the_move_decides_and_what_it_leaves_to_the_handler(
 
     assert statements == ["move", "move", "move", "move", "read", "write", "move"]
     assert attempts == {late["id"]: [("optimistic", "stale")]}
+    after = {d: REGISTRY.get_sample_value("stripe_webhook_moves_total", {"decided": d}) or 0.0 for d in DECIDED}
+    assert {d: after[d] - before[d] for d in DECIDED} == {
+        "moved": 1,
+        "already": 1,
+        "missing": 1,
+        "duplicate": 1,
+        "handler": 1,
+        "failed": 0,
+    }
     async with db_pool.acquire() as con:
         assert (await order_row(con, seeded.order_id))["status"] == "paid"
         assert await audit_actions(con, seeded.order_id) == ["order.paid"]

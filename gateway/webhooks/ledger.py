@@ -45,6 +45,7 @@ from typing import Literal
 
 import asyncpg
 
+from gateway import metrics
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.pipeline import Pipeline
 from gateway.orders.queries import FIND_ORDER, Order, lookup_params
@@ -167,14 +168,18 @@ async def ingest(
         except UNAVAILABLE_ERRORS:
             raise
         except NeedsTransaction:
-            pass  # a stale event, or a session that may create its order: read the order, the handler decides
+            # A stale event, or a session that may create its order: read the order, the handler decides.
+            metrics.WEBHOOK_MOVES.labels("handler").inc()
         except Exception as exc:
             # Nothing was written; the handler's path meets the same failure again and records it.
+            metrics.WEBHOOK_MOVES.labels("failed").inc()
             log.debug("move failed", exc_info=exc)
         else:
             if moved is None:
+                metrics.WEBHOOK_MOVES.labels("duplicate").inc()
                 return IngestResult("duplicate")
             decided, order_id = moved
+            metrics.WEBHOOK_MOVES.labels(decided).inc()
             if decided == "missing":
                 return IngestResult("ignored", move.missing_reason)
             return IngestResult("processed", move.already_reason if decided == "already" else None, order_id)
