@@ -7,6 +7,7 @@ the move applies to, both paths are run on the same order and every row they lea
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from typing import Any, cast
 
@@ -182,7 +183,7 @@ async def test_a_move_writes_what_the_handler_writes(
 
 
 async def test_a_move_that_fails_in_the_database_loses_nothing(
-    db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The move's statement fails at its last write (here: a bridge event without a type), after the ledger row,
     the order, the payment, the stock and the audit row: the statement is rolled back whole, and the event takes
@@ -201,9 +202,15 @@ async def test_a_move_that_fails_in_the_database_loses_nothing(
     monkeypatch.setattr(ledger, "plain_move", broken)
     failed = REGISTRY.get_sample_value("stripe_webhook_moves_total", {"decided": "failed"}) or 0.0
 
-    assert (await deliver(db_pool, event)).status == "processed"
+    with caplog.at_level(logging.WARNING, logger="gateway.webhooks"):
+        assert (await deliver(db_pool, event)).status == "processed"
 
     assert REGISTRY.get_sample_value("stripe_webhook_moves_total", {"decided": "failed"}) == failed + 1
+    # The line the runbook's StripeWebhookMovesFailing names, with the database's error and the event.
+    [warning] = [r for r in caplog.records if r.message == "move failed; the handler's path runs the event"]
+    assert warning.levelno == logging.WARNING
+    assert warning.stripeEventId == event["id"]
+    assert warning.exc_info is not None and isinstance(warning.exc_info[1], asyncpg.NotNullViolationError)
 
     async with db_pool.acquire() as con:
         assert await con.fetchval("SELECT status FROM orders WHERE id = $1::uuid", seeded.order_id) == "paid"

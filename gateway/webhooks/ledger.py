@@ -171,9 +171,13 @@ async def ingest(
             # A stale event, or a session that may create its order: read the order, the handler decides.
             metrics.WEBHOOK_MOVES.labels("handler").inc()
         except Exception as exc:
-            # Nothing was written; the handler's path meets the same failure again and records it.
+            # Nothing was written; the handler's path applies the event, or meets the same failure and records it.
             metrics.WEBHOOK_MOVES.labels("failed").inc()
-            log.debug("move failed", exc_info=exc)
+            log.warning(
+                "move failed; the handler's path runs the event",
+                exc_info=exc,
+                extra={"stripeEventId": event.id, "eventType": event.type},
+            )
         else:
             if moved is None:
                 metrics.WEBHOOK_MOVES.labels("duplicate").inc()
