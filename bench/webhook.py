@@ -78,9 +78,12 @@ def run_reference(port: int, url: str) -> None:
                 await con.execute(REF_OUTBOX, orjson.dumps({"order_id": order_id}).decode(), event["id"])
             return web.json_response({"status": "processed"})
 
+        async def health(_request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
         app = web.Application()
         app.router.add_post("/stripe/webhook", handle)
-        app.router.add_get("/health", lambda _r: web.json_response({"status": "ok"}))
+        app.router.add_get("/health", health)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -232,12 +235,20 @@ def postgres_pids() -> list[int]:
     return pids
 
 
+def idle_ticks() -> tuple[int, int]:
+    """The machine's idle (and I/O wait) ticks and all ticks so far, every CPU together (/proc/stat)."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 class CpuMeter:
-    """CPU seconds spent by the server under test, by PostgreSQL and by this load generator during one run."""
+    """CPU seconds spent by the server under test, by PostgreSQL and by this load generator during one run, and
+    the share of the machine's CPU time left idle."""
 
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
         self.start = self._sample()
+        self.idle_start = idle_ticks()
 
     def _sample(self) -> tuple[float, float, float]:
         return (
@@ -249,6 +260,10 @@ class CpuMeter:
     def stop(self) -> tuple[float, float, float]:
         end = self._sample()
         return (end[0] - self.start[0], end[1] - self.start[1], end[2] - self.start[2])
+
+    def idle_share(self) -> float:
+        idle, total = idle_ticks()
+        return (idle - self.idle_start[0]) / max(1, total - self.idle_start[1])
 
 
 def p99(values: list[float]) -> float:
@@ -313,7 +328,7 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
         wait_healthy(ref_port, procs[1])
 
         results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
-        cpu: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        cpu: dict[tuple[str, str, int], list[tuple[float, ...]]] = {}
         warm = [orjson.dumps(pi_event(str(uuid.uuid4()))) for _ in range(200)]  # unknown orders: ignored
         for port in (gw_port, ref_port):
             if port == ref_port:  # the reference needs real orders; reuse a few distinct ids it updates
@@ -331,7 +346,8 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                         expected = "processed" if stream == "distinct" else "duplicate"
                         assert statuses.get(expected) == per_run, (label, statuses)
                         results.setdefault((label, stream, concurrency), []).append((rate, p99(lat)))
-                        cpu.setdefault((label, stream), []).append(tuple(u / per_run * 1e6 for u in used))
+                        per_event = tuple(u / per_run * 1e6 for u in used)
+                        cpu.setdefault((label, stream, concurrency), []).append((*per_event, meter.idle_share() * 100))
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr)
 
         print(f"\n{per_run} events per run, {rounds} interleaved rounds, medians")
@@ -353,11 +369,12 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                     f"{spread:>13} "
                     f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}"
                 )
-        print("\nCPU microseconds per event (medians over every run): server process, PostgreSQL, load generator")
-        print(f"{'server':<10} {'stream':<10} {'server':>7} {'postgres':>9} {'loadgen':>8}")
-        for (label, stream), samples in cpu.items():
-            medians = [statistics.median(s[i] for s in samples) for i in range(3)]
-            print(f"{label:<10} {stream:<10} {medians[0]:>7.0f} {medians[1]:>9.0f} {medians[2]:>8.0f}")
+        print("\nCPU microseconds per event (medians over the rounds): server process, PostgreSQL, load generator;")
+        print("and the share of the machine's CPU time left idle during the runs")
+        print(f"{'server':<10} {'stream':<10} {'conc':>4} {'server':>7} {'postgres':>9} {'loadgen':>8} {'idle %':>7}")
+        for (label, stream, concurrency), samples in sorted(cpu.items(), key=lambda item: (item[0][1], item[0][2])):
+            m = [statistics.median(s[i] for s in samples) for i in range(4)]
+            print(f"{label:<10} {stream:<10} {concurrency:>4} {m[0]:>7.0f} {m[1]:>9.0f} {m[2]:>8.0f} {m[3]:>7.1f}")
     finally:
         for proc in procs:
             proc.kill()
