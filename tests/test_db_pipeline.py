@@ -44,7 +44,7 @@ async def values(pool: asyncpg.Pool, table: str) -> list[int]:
 
 
 async def test_concurrent_statements_share_one_transaction(db_pool: asyncpg.Pool, probe: str) -> None:
-    pipeline = Pipeline(db_pool, max_batches=1)
+    pipeline = Pipeline(db_pool, max_batches=1, batch_share=1)  # a batch takes every waiting call
     batches = REGISTRY.get_sample_value("gateway_db_batch_statements_count") or 0.0
     big = REGISTRY.get_sample_value("gateway_db_batch_statements_bucket", {"le": "16.0"}) or 0.0
 
@@ -55,6 +55,56 @@ async def test_concurrent_statements_share_one_transaction(db_pool: asyncpg.Pool
     assert REGISTRY.get_sample_value("gateway_db_batch_statements_count") == batches + 1
     assert REGISTRY.get_sample_value("gateway_db_batch_statements_bucket", {"le": "16.0"}) == big  # 20 > 16
     assert sorted(await values(db_pool, probe)) == list(range(20))
+
+
+async def test_a_batch_takes_a_quarter_of_the_calls_in_the_pipeline(db_pool: asyncpg.Pool, probe: str) -> None:
+    """20 calls at once, one connection: a quarter of the 20 (5), then of what is left, but never fewer than 4
+    while that many wait; every call committed once, in the order it came."""
+    pipeline = Pipeline(db_pool, max_batches=1)
+
+    rows = await asyncio.gather(*(pipeline.fetchrow(insert(probe), n) for n in range(20)))
+
+    assert [row["n"] for row in rows] == list(range(20))
+    transactions = [row["xid"] for row in rows]
+    sizes = [transactions.count(xid) for xid in sorted(set(transactions))]
+    assert sizes == [5, 4, 4, 4, 3]
+    assert await values(db_pool, probe) == list(range(20))
+
+
+async def waiting_for_lock(pool: asyncpg.Pool, table: str, count: int) -> None:
+    """Until `count` statements wait for a lock on `table` (bounded: 10 s)."""
+    async with pool.acquire() as con:
+        for _ in range(1000):
+            if await con.fetchval(WAITING, table) >= count:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} statements never waited for {table}")
+
+
+WAITING = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass"
+
+
+async def test_the_share_counts_the_batch_on_its_way(db_pool: asyncpg.Pool, probe: str) -> None:
+    """4 calls on their way (held by a lock), then 20 more: the other connection takes a quarter of all 24 (6, where
+    the 20 waiting alone would give 5); later batches take a quarter of what is in the pipeline then."""
+    pipeline = Pipeline(db_pool)
+    async with db_pool.acquire() as holder:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute(f"LOCK TABLE {probe} IN ACCESS EXCLUSIVE MODE")
+        first = asyncio.gather(*(pipeline.fetchrow(insert(probe), n) for n in range(4)))
+        await waiting_for_lock(db_pool, probe, 1)
+        rest = asyncio.gather(*(pipeline.fetchrow(insert(probe), n) for n in range(4, 24)))
+        await waiting_for_lock(db_pool, probe, 2)
+        await lock.commit()
+    rows = [*await first, *await rest]
+
+    transactions = [row["xid"] for row in rows]
+    sizes = [transactions.count(xid) for xid in set(transactions)]
+    assert max(sizes) == 6 and sum(sizes) == 24
+    assert transactions[:4] == [transactions[0]] * 4  # the first 4 committed together
+    assert sorted(await values(db_pool, probe)) == list(range(24))
+    await pipeline.close()
 
 
 async def test_a_call_alone_is_sent_at_once(db_pool: asyncpg.Pool, probe: str) -> None:
