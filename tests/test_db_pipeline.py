@@ -71,6 +71,9 @@ async def test_a_batch_takes_a_quarter_of_the_calls_in_the_pipeline(db_pool: asy
     assert await values(db_pool, probe) == list(range(20))
 
 
+WAITING = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass"
+
+
 async def waiting_for_lock(pool: asyncpg.Pool, table: str, count: int) -> None:
     """Until `count` statements wait for a lock on `table` (bounded: 10 s)."""
     async with pool.acquire() as con:
@@ -79,9 +82,6 @@ async def waiting_for_lock(pool: asyncpg.Pool, table: str, count: int) -> None:
                 return
             await asyncio.sleep(0.01)
     raise AssertionError(f"{count} statements never waited for {table}")
-
-
-WAITING = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass"
 
 
 async def test_the_share_counts_the_batch_on_its_way(db_pool: asyncpg.Pool, probe: str) -> None:
