@@ -7,7 +7,7 @@ The reference is a bare aiohttp app that checks the HMAC and runs a 3-statement 
 ledger, update order, insert outbox). Both get the same stream shapes: distinct signed
 `payment_intent.succeeded` events for pre-created pending orders (full work: ledger claim, order lock,
 transition, stock commit, payment row, audit, bridge, NOTIFY) and a duplicate-only stream. Rounds are
-interleaved (gateway, reference, gateway, ...) and medians reported.
+interleaved (gateway then reference, then reference then gateway, ...) and medians reported.
 """
 
 from __future__ import annotations
@@ -334,9 +334,12 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
             if port == ref_port:  # the reference needs real orders; reuse a few distinct ids it updates
                 continue
             await blast(port, warm, 16)
+        servers = [("gateway", gw_port, procs[0]), ("reference", ref_port, procs[1])]
         for round_ in range(rounds):
             for concurrency in concurrencies:
-                for label, port, proc in (("gateway", gw_port, procs[0]), ("reference", ref_port, procs[1])):
+                # Every other round starts with the reference: neither server always runs right after the
+                # other one's writes (autovacuum, checkpoints and dirty pages they leave behind).
+                for label, port, proc in servers if round_ % 2 == 0 else servers[::-1]:
                     bodies = [orjson.dumps(pi_event(next(events))) for _ in range(per_run)]
                     # distinct events, then the same events again: a duplicate-only stream
                     for stream in ("distinct", "duplicate"):
