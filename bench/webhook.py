@@ -7,7 +7,8 @@ The reference is a bare aiohttp app that checks the HMAC and runs a 3-statement 
 ledger, update order, insert outbox). Both get the same stream shapes: distinct signed
 `payment_intent.succeeded` events for pre-created pending orders (full work: ledger claim, order lock,
 transition, stock commit, payment row, audit, bridge, NOTIFY) and a duplicate-only stream. Rounds are
-interleaved (gateway then reference, then reference then gateway, ...) and medians reported.
+interleaved (gateway then reference, then reference then gateway, ...) and medians reported. The gateway's
+metrics listener is read between runs for its statements per round trip (group commit at work).
 """
 
 from __future__ import annotations
@@ -266,6 +267,18 @@ class CpuMeter:
         return (idle - self.idle_start[0]) / max(1, total - self.idle_start[1])
 
 
+def batch_totals(metrics_port: int) -> tuple[float, float]:
+    """The gateway's group-commit histogram so far: statements sent, and round trips that sent them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("gateway_db_batch_statements_sum", "gateway_db_batch_statements_count"):
+            totals[name] = float(value)
+    return totals["gateway_db_batch_statements_sum"], totals["gateway_db_batch_statements_count"]
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -288,7 +301,7 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
         await con.close()
         events = iter(order_ids)
 
-        gw_port, ref_port = free_port(), free_port()
+        gw_port, ref_port, metrics_port = free_port(), free_port(), free_port()
         (ROOT / "bench" / "results").mkdir(exist_ok=True)
         log = open(ROOT / "bench" / "results" / "webhook-gateway.log", "wb")  # noqa: ASYNC230
         env = {
@@ -297,7 +310,7 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
             "DATABASE_URL": db_url,
             "HOST": "127.0.0.1",
             "PORT": str(gw_port),
-            "METRICS_PORT": "0",
+            "METRICS_PORT": str(metrics_port),
             "WORKERS": "1",
             "LOG_LEVEL": "WARNING",
             "STRIPE_WEBHOOK_SECRET": SECRET,
@@ -329,6 +342,7 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
 
         results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
         cpu: dict[tuple[str, str, int], list[tuple[float, ...]]] = {}
+        batches: dict[tuple[str, int], list[float]] = {}
         warm = [orjson.dumps(pi_event(str(uuid.uuid4()))) for _ in range(200)]  # unknown orders: ignored
         for port in (gw_port, ref_port):
             if port == ref_port:  # the reference needs real orders; reuse a few distinct ids it updates
@@ -343,9 +357,14 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                     bodies = [orjson.dumps(pi_event(next(events))) for _ in range(per_run)]
                     # distinct events, then the same events again: a duplicate-only stream
                     for stream in ("distinct", "duplicate"):
+                        if label == "gateway":
+                            sent = batch_totals(metrics_port)
                         meter = CpuMeter(proc.pid)
                         rate, lat, statuses = await blast(port, bodies, concurrency)
                         used = meter.stop()
+                        if label == "gateway":
+                            statements, trips = (b - a for a, b in zip(sent, batch_totals(metrics_port), strict=True))
+                            batches.setdefault((stream, concurrency), []).append(statements / max(1.0, trips))
                         expected = "processed" if stream == "distinct" else "duplicate"
                         assert statuses.get(expected) == per_run, (label, statuses)
                         results.setdefault((label, stream, concurrency), []).append((rate, p99(lat)))
@@ -373,11 +392,19 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                     f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}"
                 )
         print("\nCPU microseconds per event (medians over the rounds): server process, PostgreSQL, load generator;")
-        print("and the share of the machine's CPU time left idle during the runs")
-        print(f"{'server':<10} {'stream':<10} {'conc':>4} {'server':>7} {'postgres':>9} {'loadgen':>8} {'idle %':>7}")
+        print("the share of the machine's CPU time left idle during the runs; and the gateway's statements per")
+        print("round trip to PostgreSQL (group commit: how many deliveries shared one commit)")
+        print(
+            f"{'server':<10} {'stream':<10} {'conc':>4} {'server':>7} {'postgres':>9} {'loadgen':>8} {'idle %':>7} "
+            f"{'batch':>6}"
+        )
         for (label, stream, concurrency), samples in sorted(cpu.items(), key=lambda item: (item[0][1], item[0][2])):
             m = [statistics.median(s[i] for s in samples) for i in range(4)]
-            print(f"{label:<10} {stream:<10} {concurrency:>4} {m[0]:>7.0f} {m[1]:>9.0f} {m[2]:>8.0f} {m[3]:>7.1f}")
+            batch = f"{statistics.median(batches[(stream, concurrency)]):.1f}" if label == "gateway" else "-"
+            print(
+                f"{label:<10} {stream:<10} {concurrency:>4} {m[0]:>7.0f} {m[1]:>9.0f} {m[2]:>8.0f} {m[3]:>7.1f} "
+                f"{batch:>6}"
+            )
     finally:
         for proc in procs:
             proc.kill()
