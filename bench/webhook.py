@@ -310,6 +310,7 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
             "DATABASE_URL": db_url,
             "HOST": "127.0.0.1",
             "PORT": str(gw_port),
+            "METRICS_HOST": "127.0.0.1",
             "METRICS_PORT": str(metrics_port),
             "WORKERS": "1",
             "LOG_LEVEL": "WARNING",
