@@ -29,9 +29,8 @@ from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.settings import Settings
 from gateway.stripe_client import stripe_client_ctx
 from gateway.support.reservations import sweep_expired
+from gateway.version import VERSION
 from gateway.webhooks.view import stripe_webhook
-
-VERSION = "0.1.0"
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ Every problem found while parsing is reported together in one `ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import ipaddress
 import os
 import re
@@ -124,7 +125,9 @@ class Settings:
     stripe_webhook_tolerance: int = setting(
         "STRIPE_WEBHOOK_TOLERANCE", 300, "Seconds a Stripe-Signature timestamp may differ from now"
     )
-    stripe_api_version: str = setting("STRIPE_API_VERSION", DEFAULT_STRIPE_API_VERSION, "Pinned Stripe API version")
+    stripe_api_version: str = setting(
+        "STRIPE_API_VERSION", DEFAULT_STRIPE_API_VERSION, "Pinned Stripe API version (YYYY-MM-DD or YYYY-MM-DD.name)"
+    )
     stripe_api_base: str = setting(
         "STRIPE_API_BASE", "https://api.stripe.com", "Base URL of Stripe's API (a local fake in tests)"
     )
@@ -257,9 +260,15 @@ def _parse(annotation: Any, raw: str) -> Any:
             return False
         raise ValueError("must be true or false")
     if annotation is int:
-        return int(raw.strip())
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, not {raw.strip()!r}") from None
     if annotation is float:
-        return float(raw.strip())
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a number, not {raw.strip()!r}") from None
     return raw.strip()
 
 
@@ -280,13 +289,23 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | None = None) -> Settings:
-    """Parse and validate every setting; raise ConfigError listing every problem."""
+def read_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    env_file: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> tuple[Settings, list[str]]:
+    """Parse and validate every setting: the settings (a value that does not parse keeps its default) and every
+    problem found.
+
+    `overrides` (by environment name, e.g. the command line's `--port`) win over the environment and go through
+    the same parsing and validation."""
     if environ is None:
         source = read_env_file(env_file or Path(os.environ.get("GATEWAY_ENV_FILE", ".env")))
         source.update(os.environ)
     else:
         source = dict(environ)
+    source.update(overrides or {})
     hints = typing.get_type_hints(Settings)
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -300,12 +319,36 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | 
             problems.append(f"{env}: {exc}")
     settings = Settings(**values)
     problems.extend(validate(settings))
+    return settings, problems
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    env_file: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """`read_settings`, raising ConfigError listing every problem."""
+    settings, problems = read_settings(environ, env_file=env_file, overrides=overrides)
     if problems:
         raise ConfigError(problems)
     return settings
 
 
 _SECRET_PREFIX = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]+$")
+# Stripe's API versions: a release date, since 2024-09-30 followed by the release's name (`2025-03-31.basil`).
+_API_VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(\.[a-z]+)?$")
+
+
+def _is_api_version(value: str) -> bool:
+    match = _API_VERSION.match(value)
+    if match is None:
+        return False
+    try:
+        datetime.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return False
+    return True
 
 
 def validate(s: Settings) -> list[str]:
@@ -366,6 +409,8 @@ def validate(s: Settings) -> list[str]:
         if not secret.startswith("whsec_") or len(secret) < 12:
             problems.append("STRIPE_WEBHOOK_SECRET: every entry must start with whsec_")
             break
+    if not _is_api_version(s.stripe_api_version):
+        problems.append("STRIPE_API_VERSION: must be a Stripe API version such as 2025-03-31.basil (YYYY-MM-DD[.name])")
     if s.stripe_secret_key and not _SECRET_PREFIX.match(s.stripe_secret_key):
         problems.append("STRIPE_SECRET_KEY: must start with sk_test_, sk_live_, rk_test_ or rk_live_")
     if not s.stripe_webhook_path.startswith("/"):

@@ -53,10 +53,13 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.cli import add_database_option
+
     users = sub.add_parser("users", help="local accounts (AUTH_LOCAL_ENABLED)")
     actions = users.add_subparsers(dest="users_command", required=True)
     create = actions.add_parser("create", help="create a local account; prints its id")
     create.add_argument("--email", required=True)
     create.add_argument("--role", action="append", help="a role of the account (repeatable)")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add_database_option(create)
     create.set_defaults(func=cmd_users_create)

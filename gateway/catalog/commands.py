@@ -43,9 +43,12 @@ def cmd_products_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.cli import add_database_option
+
     products = sub.add_parser("products", help="the product catalog")
     actions = products.add_subparsers(dest="products_command", required=True)
     imp = actions.add_parser("import", help="upsert products by SKU from a JSON or YAML file")
     imp.add_argument("file", help="[{sku, name, unit_amount, currency, stock, active?, stripe_price_id?}]")
     imp.add_argument("--dry-run", action="store_true", help="validate the file, write nothing")
+    add_database_option(imp)
     imp.set_defaults(func=cmd_products_import)

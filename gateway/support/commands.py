@@ -7,7 +7,7 @@
     gateway reservations sweep [--batch N]
 
 Output is JSON on stdout, problems on stderr.
-Exit codes: 0 ok, 1 something failed, 2 usage error or not found.
+Exit codes: 0 ok, 1 something failed, 2 usage error or not found, 3 database unavailable (gateway/exits.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from gateway import context
-from gateway.cli import print_json
+from gateway import context, exits
+from gateway.cli import add_database_option, database_url, print_json
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.pool import create_pool
 from gateway.settings import Settings
@@ -28,7 +28,7 @@ from gateway.support import events as support_events
 from gateway.support.reconcile import parse_since, reconcile
 from gateway.support.reservations import DEFAULT_BATCH, sweep_expired
 
-OK, FAILED, USAGE = 0, 1, 2
+OK, FAILED, USAGE = exits.OK, exits.FAILED, exits.USAGE
 
 Job = Callable[[asyncpg.Pool], Awaitable[int]]
 
@@ -37,11 +37,10 @@ def _error(message: str) -> None:
     print(f"gateway: {message}", file=sys.stderr)
 
 
-def with_pool(settings: Settings, job: Job, *, request_id: str | None = None) -> int:
-    """Resolve the database as `gateway migrate` does, run `job` with a small pool, close it."""
-    from gateway.server import resolve_database_url
-
-    url = resolve_database_url(settings)
+def with_pool(args: argparse.Namespace, settings: Settings, job: Job, *, request_id: str | None = None) -> int:
+    """Resolve the database as `gateway migrate` does, run `job` with a small pool, close it. An unusable
+    database is the one-line OperationalError of gateway/exits.py."""
+    url = database_url(args, settings)
 
     async def run() -> int:
         if request_id is not None:  # log lines of this run carry its request id
@@ -55,8 +54,7 @@ def with_pool(settings: Settings, job: Job, *, request_id: str | None = None) ->
     try:
         return asyncio.run(run())
     except UNAVAILABLE_ERRORS as exc:
-        _error(f"database unavailable: {type(exc).__name__}: {exc}")
-        return FAILED
+        raise exits.database_failure(exc, url) from None
 
 
 # ------------------------------------------------------------------ events show / find
@@ -72,7 +70,7 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print_json(found)
         return OK
 
-    return with_pool(settings, job)
+    return with_pool(args, settings, job)
 
 
 def cmd_events_find(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,7 +94,7 @@ def cmd_events_find(args: argparse.Namespace, settings: Settings) -> int:
             return USAGE
         return OK
 
-    return with_pool(settings, job)
+    return with_pool(args, settings, job)
 
 
 # ------------------------------------------------------------------ events replay
@@ -134,7 +132,7 @@ def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
         print_json({"request_id": request_id, **summary.as_dict()})
         return FAILED if summary.failed else OK
 
-    return with_pool(settings, job, request_id=request_id)
+    return with_pool(args, settings, job, request_id=request_id)
 
 
 # ------------------------------------------------------------------ events reconcile
@@ -173,7 +171,7 @@ def cmd_events_reconcile(args: argparse.Namespace, settings: Settings) -> int:
             _error(f"Stripe events listing stopped: {report.error}")
         return FAILED if report.failed or report.error else OK
 
-    return with_pool(settings, job, request_id=request_id)
+    return with_pool(args, settings, job, request_id=request_id)
 
 
 # ------------------------------------------------------------------ reservations sweep
@@ -189,7 +187,7 @@ def cmd_reservations_sweep(args: argparse.Namespace, settings: Settings) -> int:
         print_json({"released": released})
         return OK
 
-    return with_pool(settings, job, request_id=support_events.new_request_id("sweep"))
+    return with_pool(args, settings, job, request_id=support_events.new_request_id("sweep"))
 
 
 # ------------------------------------------------------------------ registration
@@ -201,6 +199,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     show = events_sub.add_parser("show", help="a ledger row, its payload, order, audit rows, bridge events")
     show.add_argument("event_id", metavar="EVT_ID")
+    add_database_option(show)
     show.set_defaults(func=cmd_events_show)
 
     find = events_sub.add_parser("find", help="ledger rows of a checkout session, order or payment intent")
@@ -210,6 +209,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     key.add_argument("--payment-intent", dest="payment_intent", metavar="PI_ID", help="PaymentIntent id (pi_...)")
     find.add_argument("--limit", type=int, default=100, help="most rows to list (newest first; default 100)")
     find.add_argument("--payload", action="store_true", help="include each event's payload")
+    add_database_option(find)
     find.set_defaults(func=cmd_events_find)
 
     replay = events_sub.add_parser(
@@ -220,6 +220,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     which.add_argument("--pending", action="store_true", help="every `received` event (kill switch), oldest first")
     which.add_argument("--failed", action="store_true", help="every `failed` event, oldest first")
     replay.add_argument("--limit", type=int, help="with --pending/--failed: at most this many events")
+    add_database_option(replay)
     replay.set_defaults(func=cmd_events_replay)
 
     rec = events_sub.add_parser("reconcile", help="ingest events the ledger misses from Stripe's Events API")
@@ -231,10 +232,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="TYPE",
         help="only this event type (repeatable; `checkout.session.*` patterns allowed)",
     )
+    add_database_option(rec)
     rec.set_defaults(func=cmd_events_reconcile)
 
     reservations = sub.add_parser("reservations", help="stock reservations")
     res_sub = reservations.add_subparsers(dest="reservations_command", required=True)
     sweep = res_sub.add_parser("sweep", help="release every expired held reservation now")
     sweep.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="reservations per transaction")
+    add_database_option(sweep)
     sweep.set_defaults(func=cmd_reservations_sweep)
