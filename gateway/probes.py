@@ -15,6 +15,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.responses import json_response
 from gateway.routing import route_options
 
+RETRY_AFTER_SECONDS = 5
 PROBE = {"rate_limit": None, "body": "none", "cors": False, "check_host": False, "access_log": False}
 
 
@@ -47,5 +48,6 @@ async def ready(request: web.Request) -> web.Response:
             reasons.append(f"database error ({type(exc).__name__})")
     metrics.READY.set(0 if reasons else 1)
     if reasons:
-        raise ServiceUnavailable("Not ready", code="not_ready", details={"reasons": reasons})
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        raise ServiceUnavailable("Not ready", code="not_ready", headers=retry, details={"reasons": reasons})
     return json_response({"status": "ready"})

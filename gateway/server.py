@@ -154,9 +154,9 @@ def serve(settings: Settings) -> None:
     without STRIPE_WEBHOOK_SECRET, with a generated webhook secret (gateway/dev/webhook_secret.py)."""
     development = settings.app_env == "development"
     url = resolve_database_url(settings, embedded=development)
+    asyncio.run(apply_migrations(url))
     if development and not settings.stripe_webhook_secrets:
         settings = dataclasses.replace(settings, stripe_webhook_secrets=(announce_dev_secret(settings.data_dir),))
-    asyncio.run(apply_migrations(url))
     if settings.workers == 1:
         _install_uvloop()
         asyncio.run(run_app(create_app(settings, database_url=url), settings))

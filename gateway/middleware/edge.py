@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler
 from gateway import client_address, context
 from gateway.metrics import HTTP
 from gateway.middleware import access, cors, request_id
-from gateway.middleware.errors import error_answer
+from gateway.middleware.errors import client_gone, error_answer
 from gateway.routing import DEFAULT_OPTIONS, RouteOptions, declared_options, with_options
 from gateway.settings import Settings
 
@@ -56,7 +56,7 @@ def edge_layer(settings: Settings, *, compose: Compose) -> Wrap:
                 try:
                     response = await inner(request)
                 except Exception as exc:
-                    response = error_answer(exc, show_trace=show_trace)
+                    response = error_answer(exc, show_trace=show_trace, client_closed=client_gone(request))
                 status = response.status
             except web.HTTPException as exc:  # redirects (< 400) leave as exceptions; aiohttp answers them
                 status = exc.status

@@ -2,7 +2,8 @@
 
 This is the only place that turns exceptions into HTTP answers (the outermost layer, `edge`, calls it): the
 gateway's own ApiError tree, aiohttp's HTTP exceptions (404, 405, 413 ...), database unavailability (503 with
-Retry-After) and anything unexpected (500, the stack in the log, never in a production body).
+Retry-After), a client that hung up (499, at INFO: not a server error) and anything unexpected (500, the stack in
+the log, never in a production body).
 
 aiohttp answers some requests before any middleware runs: those it cannot parse as HTTP (a bad header, an invalid
 character in the path, TLS sent to the plain port). `install_protocol_error_answers` makes those answers the same
@@ -53,8 +54,24 @@ def error_response(
     return json_response({"error": body}, status=status, headers=headers)
 
 
-def error_answer(exc: Exception, *, show_trace: bool) -> web.Response:
-    """The JSON answer for an exception. A redirect (an HTTPException below 400) is raised again."""
+# nginx's status for a request whose client hung up before the answer: logged, counted, never a server error.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    """The client closed the connection (mid-body, or while waiting for the answer)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def error_answer(exc: Exception, *, show_trace: bool, client_closed: bool = False) -> web.Response:
+    """The JSON answer for an exception. A redirect (an HTTPException below 400) is raised again.
+
+    `client_closed`: the client hung up, so whatever failed (reading the rest of the body, most often) is the
+    client's abort, not the server's or the database's; nobody reads the answer, it is only logged and counted."""
+    if client_closed and not isinstance(exc, web.HTTPException | ApiError):
+        log.info("client closed the connection before the answer", extra={"code": "client_closed_request"})
+        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", "The client closed the connection")
     if isinstance(exc, ApiError):
         if exc.status >= 500:
             log.error("request failed", extra={"code": exc.code, "status": exc.status})
