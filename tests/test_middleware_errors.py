@@ -69,6 +69,12 @@ DB_FAILURES: dict[str, BaseException] = {
     "too_many": asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
     "connection_gone": asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
     "interface": asyncpg.exceptions.InterfaceError("pool is closed"),
+    # connection-level refusals (issue 20): the server answers, but no session can be had
+    "password_refused": asyncpg.exceptions.InvalidPasswordError('password authentication failed for user "gw"'),
+    "unknown_role": asyncpg.exceptions.InvalidAuthorizationSpecificationError('role "gw" does not exist'),
+    "database_missing": asyncpg.exceptions.InvalidCatalogNameError('database "gw" does not exist'),
+    "connection_failure": asyncpg.exceptions.ConnectionFailureError("connection failure"),
+    "reset": ConnectionResetError(104, "Connection reset by peer"),
 }
 
 

@@ -14,6 +14,7 @@ also gets aiohttp's own, which only matters for sub-applications and costs every
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -23,7 +24,7 @@ from aiohttp.typedefs import Handler
 from gateway import client_address, context
 from gateway.metrics import HTTP
 from gateway.middleware import access, cors, request_id
-from gateway.middleware.errors import client_gone, error_answer
+from gateway.middleware.errors import client_closed_status, client_gone, error_answer
 from gateway.routing import DEFAULT_OPTIONS, RouteOptions, declared_options, with_options
 from gateway.settings import Settings
 
@@ -58,6 +59,10 @@ def edge_layer(settings: Settings, *, compose: Compose) -> Wrap:
                 except Exception as exc:
                     response = error_answer(exc, show_trace=show_trace, client_closed=client_gone(request))
                 status = response.status
+            except asyncio.CancelledError:  # aiohttp cancels the handler of a client that hung up (if configured)
+                if client_gone(request):
+                    status = client_closed_status()
+                raise
             except web.HTTPException as exc:  # redirects (< 400) leave as exceptions; aiohttp answers them
                 status = exc.status
                 request_id.stamp(exc.headers, ctx)

@@ -64,14 +64,19 @@ def client_gone(request: web.BaseRequest) -> bool:
     return transport is None or transport.is_closing()
 
 
+def client_closed_status() -> int:
+    """Log a client abort (INFO: nothing for the operator to do) and give its status."""
+    log.info("client closed the connection before the answer", extra={"code": "client_closed_request"})
+    return CLIENT_CLOSED_REQUEST
+
+
 def error_answer(exc: Exception, *, show_trace: bool, client_closed: bool = False) -> web.Response:
     """The JSON answer for an exception. A redirect (an HTTPException below 400) is raised again.
 
     `client_closed`: the client hung up, so whatever failed (reading the rest of the body, most often) is the
     client's abort, not the server's or the database's; nobody reads the answer, it is only logged and counted."""
     if client_closed and not isinstance(exc, web.HTTPException | ApiError):
-        log.info("client closed the connection before the answer", extra={"code": "client_closed_request"})
-        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", "The client closed the connection")
+        return error_response(client_closed_status(), "client_closed_request", "The client closed the connection")
     if isinstance(exc, ApiError):
         if exc.status >= 500:
             log.error("request failed", extra={"code": exc.code, "status": exc.status})
