@@ -21,6 +21,7 @@ from gateway.db.pipeline import Pipeline
 from gateway.db.pool import create_pool
 from gateway.lifecycle import Lifecycle
 from gateway.metrics_listener import metrics_listener_ctx
+from gateway.metrics_refresh import metrics_refresh_ctx
 from gateway.middleware import add_routes, build_edge, finish_routes
 from gateway.middleware.cors import setup_cors
 from gateway.notifications.order_emails import order_emails_ctx
@@ -73,7 +74,7 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     app[keys.DATABASE_URL] = database_url
     app[keys.WORKER_INDEX] = worker_index
     app[keys.LIFECYCLE] = Lifecycle(expected_migration=latest_version())
-    app[keys.SCRAPE_HOOKS] = []
+    app[keys.GAUGE_REFRESH_HOOKS] = []
     metrics.BUILD_INFO.info({"version": VERSION, "app_env": settings.app_env})
 
     # Started in this order, stopped in reverse.
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
             relay_ctx,  # EVENT_BRIDGE_DATABASE_URL set: outbox -> external bridge database
             order_emails_ctx,  # SMTP_URL set: ORDER_PAID -> confirmation e-mail
             lifecycle_ctx,
+            metrics_refresh_ctx,  # database-backed gauges, in the background: a scrape never waits for the database
             metrics_listener_ctx,
         ]
     )

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from gateway.accounts.tokens import AccessTokenIssuer
     from gateway.auth.tokens import TokenVerifier
     from gateway.lifecycle import Lifecycle
+    from gateway.metrics_refresh import GaugeRefresher
     from gateway.middleware.edge import Wrap
     from gateway.ratelimit.limiter import RateLimiter
 
@@ -29,7 +30,11 @@ LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 TOKEN_VERIFIER: web.AppKey[TokenVerifier] = web.AppKey("token_verifier")
 WORKER_INDEX = web.AppKey("worker_index", int)
-SCRAPE_HOOKS: web.AppKey[list[Callable[[web.Application], Awaitable[None]]]] = web.AppKey("scrape_hooks")
+# Database-backed gauges of an area, refreshed by the background task of gateway/metrics_refresh.py
+GAUGE_REFRESH_HOOKS: web.AppKey[list[Callable[[asyncpg.Connection], Awaitable[None]]]] = web.AppKey(
+    "gauge_refresh_hooks"
+)
+GAUGE_REFRESHER: web.AppKey[GaugeRefresher] = web.AppKey("gauge_refresher")
 STRIPE_CLIENT: web.AppKey[StripeClient] = web.AppKey("stripe_client")
 ACCESS_TOKENS: web.AppKey[AccessTokenIssuer] = web.AppKey("access_tokens")  # local accounts only
 # Puts a route's handler behind the edge layer and its own layers (gateway/middleware/__init__.py: add_routes)

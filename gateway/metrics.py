@@ -132,6 +132,15 @@ LEDGER_ROWS = Gauge(
     "stripe_webhook_ledger_rows", "Ledger rows waiting for action, by status (failed, received)", ["status"]
 )
 OUTBOX_BACKLOG = Gauge("bridge_outbox_backlog", "Bridge events not yet relayed")
+# --- the background refresh of database-backed gauges (gateway/metrics_refresh.py, issue 20) ---
+METRICS_REFRESH_ERRORS = Counter(
+    "gateway_metrics_refresh_errors_total",
+    "Failed refreshes of the database-backed gauges (they keep their last values), by reason",
+    ["reason"],
+)
+METRICS_REFRESH_AGE = Gauge(
+    "gateway_metrics_refresh_age_seconds", "Seconds since the database-backed gauges were last refreshed"
+)
 RESERVATIONS_RELEASED = Counter(
     "stock_reservations_released_total", "Stock reservations released, by reason", ["reason"]
 )

@@ -1,11 +1,11 @@
 """The metrics listener: a separate port (METRICS_PORT) the public app never serves.
 
-Gauges that describe state (pool use, ledger rows waiting, outbox backlog) are refreshed at each scrape.
+A scrape never waits for the database: the gauges that need it are refreshed in the background
+(gateway/metrics_refresh.py); the pool's own gauges are read here, from the pool object.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,38 +13,20 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway import keys, metrics
-from gateway.db.errors import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("gateway.metrics")
 
-COUNT_WAITING_EVENTS = """
-SELECT status, count(*) AS n FROM webhook_events WHERE status IN ('failed', 'received') GROUP BY status
-"""
-SCRAPE_DB_TIMEOUT = 2.0
 
-
-async def refresh_state_gauges(app: web.Application) -> None:
+def refresh_pool_gauges(app: web.Application) -> None:
     pool = app[keys.DB_POOL]
     metrics.DB_POOL_SIZE.set(pool.get_size())
     metrics.DB_POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
     metrics.DB_POOL_MAX.set(pool.get_max_size())
-    try:
-        async with asyncio.timeout(SCRAPE_DB_TIMEOUT):
-            async with pool.acquire() as con:
-                rows = await con.fetch(COUNT_WAITING_EVENTS)
-    except UNAVAILABLE_ERRORS:
-        log.warning("metrics scrape could not read the ledger", extra={"code": "database_unavailable"})
-        return
-    counts = {row["status"]: row["n"] for row in rows}
-    for status in ("failed", "received"):
-        metrics.LEDGER_ROWS.labels(status).set(counts.get(status, 0))
-    for refresh in app[keys.SCRAPE_HOOKS]:
-        await refresh(app)
 
 
 def metrics_app(main: web.Application) -> web.Application:
     async def scrape(request: web.Request) -> web.Response:
-        await refresh_state_gauges(main)
+        refresh_pool_gauges(main)
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

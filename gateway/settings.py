@@ -50,6 +50,9 @@ class Settings:
     metrics_host: str = setting("METRICS_HOST", "127.0.0.1", "Address of the metrics listener (not public)")
     metrics_port: int = setting("METRICS_PORT", 9102, "Port of the Prometheus metrics listener; 0 disables it")
     log_level: str = setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    metrics_refresh_interval_seconds: float = setting(
+        "METRICS_REFRESH_INTERVAL_SECONDS", 15.0, "Period of the background refresh of database-backed gauges"
+    )
     shutdown_drain_seconds: float = setting(
         "SHUTDOWN_DRAIN_SECONDS", 5.0, "After SIGTERM: seconds /ready answers 503 while still serving"
     )
@@ -362,6 +365,8 @@ def validate(s: Settings) -> list[str]:
         problems.append("METRICS_PORT: must differ from PORT (metrics are never served on the public port)")
     if s.workers < 1:
         problems.append("WORKERS: must be at least 1")
+    if s.metrics_refresh_interval_seconds <= 0:
+        problems.append("METRICS_REFRESH_INTERVAL_SECONDS: must be positive")
     if s.db_pool_min < 0 or s.db_pool_max < max(1, s.db_pool_min):
         problems.append("DB_POOL_MAX: must be at least 1 and at least DB_POOL_MIN")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

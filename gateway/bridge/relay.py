@@ -9,7 +9,8 @@ resume where it stood. Bridge ids follow commit order (see gateway/bridge/events
 skips a late commit.
 
 Lag: `bridge_outbox_backlog` (rows after the cursor) and `bridge_relay_lag_seconds` (age of the oldest one),
-refreshed after every round; the BridgeOutboxBacklogGrowing alert fires when the backlog keeps growing.
+refreshed after every round and by the background refresh of gateway/metrics_refresh.py, so they keep growing
+while the target is down; the BridgeOutboxBacklogGrowing alert fires when the backlog keeps growing.
 
 """
 
@@ -65,11 +66,12 @@ LOCK_CURSOR = "SELECT last_id FROM bridge_relay_state WHERE target = $1 FOR UPDA
 ADVANCE_CURSOR = """
 UPDATE bridge_relay_state SET last_id = $2, relayed = relayed + $3, updated_at = now() WHERE target = $1
 """
+# Before the relay's first round there is no cursor row yet: every bridge event is waiting.
 LAG = """
 SELECT count(b.id) AS backlog,
        coalesce(extract(epoch FROM now() - min(b.created_at)), 0)::float8 AS lag_seconds
-FROM bridge_relay_state s LEFT JOIN bridge_events b ON b.id > s.last_id
-WHERE s.target = $1
+FROM bridge_events b
+WHERE b.id > coalesce((SELECT last_id FROM bridge_relay_state WHERE target = $1), 0)
 """
 _TARGET_ERRORS = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
 
@@ -158,9 +160,8 @@ class Relay:
 
     async def refresh_lag(self, con: asyncpg.Connection) -> None:
         row = await con.fetchrow(LAG, self.target_name)
-        if row is not None:
-            metrics.OUTBOX_BACKLOG.set(row["backlog"])
-            metrics.BRIDGE_RELAY_LAG_SECONDS.set(row["lag_seconds"])
+        metrics.OUTBOX_BACKLOG.set(row["backlog"])
+        metrics.BRIDGE_RELAY_LAG_SECONDS.set(row["lag_seconds"])
 
     async def drain(self) -> int:
         """Copy until nothing is left (used by tests and at startup)."""
@@ -211,6 +212,7 @@ async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     relay = Relay(app[keys.DB_POOL], settings.event_bridge_database_url, batch_size=settings.bridge_relay_batch_size)
+    app[keys.GAUGE_REFRESH_HOOKS].append(relay.refresh_lag)  # backlog and lag, also while the target is down
     wakeup = BridgeWakeup(app[keys.DATABASE_URL])
     task = asyncio.create_task(relay.run_forever(wakeup, settings.bridge_relay_interval_seconds), name="bridge-relay")
     log.info("bridge relay started", extra={"reason": TARGET_NAME})
