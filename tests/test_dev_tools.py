@@ -49,7 +49,7 @@ async def listening(port: int) -> bool:
 
 @pytest.mark.parametrize("event_type", SAMPLE_TYPES)
 def test_every_sample_is_an_event_the_gateway_accepts(event_type: str) -> None:
-    sample = Sample("0b8f8a8e-3f0e-4a8c-9d1e-7a4f8a0c2b11", amount=1500)
+    sample = Sample("0b8f8a8e-3f0e-4a8c-9d1e-7a4f8a0c2b11", amount=1500, key="k")
     event = parse_event(json.dumps(sample_event(event_type, sample)).encode(), required_livemode=False)
     assert event.type == event_type
     # by its order id, or (a dispute, as Stripe sends it) by the charge of the order's payment
@@ -80,6 +80,23 @@ async def test_send_event_pays_then_refunds_an_order_of_the_local_gateway(
         order = await con.fetchrow("SELECT * FROM orders WHERE id = $1::uuid", order_id)
     assert order["stripe_checkout_session_id"] == paid.json["checkout_session_id"]
     assert order["paid_at"] is not None
+
+
+async def test_send_event_without_an_order_is_a_checkout_that_creates_a_paid_order(
+    db_pool: asyncpg.Pool, app_factory: Any
+) -> None:
+    """The README's quick start: a completed checkout the gateway did not start (as from a Payment Link)."""
+    async with serving(app_factory()) as port:
+        sent = await run_cli(["dev", "send-event", "checkout.session.completed"], make_settings(PORT=str(port)))
+
+    assert sent.code == 0, sent.stderr
+    assert sent.json["order_id"] is None
+    async with db_pool.acquire() as con:
+        order = await con.fetchrow(
+            "SELECT status, amount_total FROM orders WHERE stripe_checkout_session_id = $1",
+            sent.json["checkout_session_id"],
+        )
+    assert (order["status"], order["amount_total"]) == ("paid", 2000)
 
 
 async def test_send_event_with_the_wrong_secret_is_refused_and_says_so(db_pool: asyncpg.Pool, app_factory: Any) -> None:

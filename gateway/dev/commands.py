@@ -68,11 +68,13 @@ def cmd_send_event(args: argparse.Namespace, settings: Settings) -> int:
     if args.amount < 1:
         raise OperationalError("dev send-event: --amount must be a positive amount in the smallest unit", exits.USAGE)
     try:
-        order_id = str(uuid.UUID(args.order)) if args.order else str(uuid.uuid4())
+        order_id = str(uuid.UUID(args.order)) if args.order else None
     except ValueError:
         message = f"dev send-event: --order {args.order!r} is not an order id (UUID)"
         raise OperationalError(message, exits.USAGE) from None
-    sample = Sample(order_id, amount=args.amount, currency=args.currency.lower(), user_id=args.user)
+    sample = Sample(
+        order_id, amount=args.amount, currency=args.currency.lower(), user_id=args.user, key=uuid.uuid4().hex
+    )
     event = sample_event(args.event_type, sample)
     body = orjson.dumps(event, option=orjson.OPT_INDENT_2)
     url = webhook_url(args, settings)
@@ -107,7 +109,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Types: " + ", ".join(SAMPLE_TYPES),
     )
     send.add_argument("event_type", metavar="TYPE", choices=SAMPLE_TYPES, help="e.g. checkout.session.completed")
-    send.add_argument("--order", metavar="ID", help="the order id (UUID) the event names; default: a new one")
+    send.add_argument(
+        "--order",
+        metavar="ID",
+        help="the order id (UUID) the event names; without it, no order of ours (a completed session creates one)",
+    )
     send.add_argument("--amount", type=int, default=2000, help="amount in the smallest unit (default 2000)")
     send.add_argument("--currency", default="eur", help="currency (default eur)")
     send.add_argument("--user", metavar="USER_ID", help="metadata.user_id of the event's objects")

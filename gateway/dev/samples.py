@@ -3,6 +3,8 @@ envelopes of the pinned API version around objects with the fields and nesting o
 
 The ids of an order's session, payment intent and charge are derived from its order id, so the events sent for
 one order name the same objects: `checkout.session.completed` then `charge.refunded` refund the order it paid.
+Without an order id the objects name no order of ours, as after a Payment Link or a dashboard checkout: a completed
+session then creates its order.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ JsonObject = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """What a sample event is about: an order, its amount and currency."""
+    """What a sample event is about: an order (or, without one, a checkout of its own: `key`), its amount and
+    currency."""
 
-    order_id: str
+    order_id: str | None
     amount: int = 2000
     currency: str = "eur"
     user_id: str | None = None
+    key: str = ""
 
     def _id(self, prefix: str, length: int = 24) -> str:
-        digest = hashlib.sha256(f"{prefix}:{self.order_id}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{prefix}:{self.order_id or self.key}".encode()).hexdigest()
         return f"{prefix}_{digest[:length]}"
 
     @property
     def session_id(self) -> str:
-        return "cs_test_a1" + hashlib.sha256(f"cs:{self.order_id}".encode()).hexdigest()[:56]
+        return "cs_test_a1" + hashlib.sha256(f"cs:{self.order_id or self.key}".encode()).hexdigest()[:56]
 
     @property
     def payment_intent_id(self) -> str:
@@ -50,7 +54,7 @@ class Sample:
 
     @property
     def metadata(self) -> dict[str, str]:
-        meta = {"order_id": self.order_id}
+        meta = {"order_id": self.order_id} if self.order_id else {}
         if self.user_id:
             meta["user_id"] = self.user_id
         return meta
