@@ -157,7 +157,7 @@ def test_products_import_command(
     assert "unit_amount" in capsys.readouterr().err
     assert cli.main(["products", "import", "--dry-run", str(good)]) == 0
     assert cli.main(["products", "import", str(good)]) == 0
-    assert "1 new" in capsys.readouterr().out
+    assert '"inserted": 1' in capsys.readouterr().out  # JSON on stdout (machine-readable)
 
     async def read() -> Any:
         con = await asyncpg.connect(database_url)

@@ -11,11 +11,12 @@ import orjson
 import yaml
 
 from gateway.catalog.importer import CatalogFileError, import_products, load_file, parse_products
+from gateway.progress import Progress
 from gateway.settings import Settings
 
 
 def cmd_products_import(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.cli import with_connection
+    from gateway.cli import print_json, with_connection
 
     path = Path(args.file)
     try:
@@ -31,12 +32,14 @@ def cmd_products_import(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{path}: {problem}", file=sys.stderr)
         return 1
     if args.dry_run:
-        print(f"{len(rows)} products valid (dry run, nothing written)")
+        print_json({"file": str(path), "products": len(rows), "dry_run": True})
         return 0
 
     async def job(con: asyncpg.Connection) -> int:
-        result = await import_products(con, rows, source=path.name)
-        print(f"imported {len(rows)} products: {result.inserted} new, {result.updated} updated")
+        progress = Progress.for_terminal()
+        result = await import_products(con, rows, source=path.name, progress=progress)
+        progress.finish(f"imported {len(rows)} products: {result.inserted} new, {result.updated} updated")
+        print_json({"file": str(path), "products": len(rows), "inserted": result.inserted, "updated": result.updated})
         return 0
 
     return with_connection(args, settings, job)

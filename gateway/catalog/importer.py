@@ -18,8 +18,10 @@ import orjson
 import yaml
 
 from gateway.checkout.validation import is_int
+from gateway.progress import SILENT, Progress
 
 MAX_PRODUCTS = 10_000
+IMPORT_CHUNK = 500  # products per statement (the progress line moves between them)
 _FIELDS = frozenset({"sku", "name", "unit_amount", "currency", "stock", "active", "stripe_price_id"})
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -138,20 +140,28 @@ def parse_products(data: Any) -> list[ProductRow]:
     return rows
 
 
-async def import_products(con: asyncpg.Connection, rows: list[ProductRow], *, source: str) -> ImportResult:
-    """Upsert `rows` by SKU and audit the import, in one transaction."""
+async def import_products(
+    con: asyncpg.Connection, rows: list[ProductRow], *, source: str, progress: Progress = SILENT
+) -> ImportResult:
+    """Upsert `rows` by SKU and audit the import, in one transaction (statements of IMPORT_CHUNK products)."""
+    progress.phase("importing products", len(rows))
+    inserted = updated = 0
     async with con.transaction():
-        result = await con.fetch(
-            UPSERT_PRODUCTS,
-            [r.sku for r in rows],
-            [r.name for r in rows],
-            [r.unit_amount for r in rows],
-            [r.currency for r in rows],
-            [r.stripe_price_id for r in rows],
-            [r.stock for r in rows],
-            [r.active for r in rows],
-        )
-        inserted = sum(1 for r in result if r["inserted"])
-        outcome = ImportResult(inserted=inserted, updated=len(result) - inserted)
+        for start in range(0, len(rows), IMPORT_CHUNK):
+            chunk = rows[start : start + IMPORT_CHUNK]
+            result = await con.fetch(
+                UPSERT_PRODUCTS,
+                [r.sku for r in chunk],
+                [r.name for r in chunk],
+                [r.unit_amount for r in chunk],
+                [r.currency for r in chunk],
+                [r.stripe_price_id for r in chunk],
+                [r.stock for r in chunk],
+                [r.active for r in chunk],
+            )
+            new = sum(1 for r in result if r["inserted"])
+            inserted, updated = inserted + new, updated + len(result) - new
+            progress.advance(len(chunk))
+        outcome = ImportResult(inserted=inserted, updated=updated)
         await con.execute(INSERT_AUDIT, source, {"inserted": outcome.inserted, "updated": outcome.updated})
     return outcome

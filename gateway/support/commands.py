@@ -23,6 +23,7 @@ from gateway import context, exits
 from gateway.cli import add_database_option, database_url, print_json
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.pool import create_pool
+from gateway.progress import Progress
 from gateway.settings import Settings
 from gateway.support import events as support_events
 from gateway.support.reconcile import parse_since, reconcile
@@ -122,13 +123,17 @@ def cmd_events_replay(args: argparse.Namespace, settings: Settings) -> int:
                 return USAGE
             print_json({"request_id": request_id, **result.as_dict()})
             return FAILED if result.outcome == "failed" else OK
+        progress = Progress.for_terminal()
         summary = await support_events.replay_by_status(
             pool,
             "received" if args.pending else "failed",
             app_source=settings.app_source,
             limit=args.limit,
             request_id=request_id,
+            progress=progress,
         )
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in summary.outcomes.items() if n) or "nothing to replay"
+        progress.finish(f"replayed {summary.selected} {summary.status} events: {counts}")
         print_json({"request_id": request_id, **summary.as_dict()})
         return FAILED if summary.failed else OK
 
@@ -153,6 +158,7 @@ def cmd_events_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     async def job(pool: asyncpg.Pool) -> int:
         client = build_stripe_client(settings)
+        progress = Progress.for_terminal()
         try:
             report = await reconcile(
                 pool,
@@ -163,9 +169,14 @@ def cmd_events_reconcile(args: argparse.Namespace, settings: Settings) -> int:
                 app_source=settings.app_source,
                 required_livemode=settings.stripe_livemode,
                 types=args.types or (),
+                progress=progress,
             )
         finally:
             await close_stripe_client(client)
+        progress.finish(
+            f"reconciled: {report.seen} events seen, {report.already_known} already known, "
+            f"{report.ingested} ingested, {report.failed} failed"
+        )
         print_json(report.as_dict())
         if report.error:
             _error(f"Stripe events listing stopped: {report.error}")
@@ -183,7 +194,9 @@ def cmd_reservations_sweep(args: argparse.Namespace, settings: Settings) -> int:
         return USAGE
 
     async def job(pool: asyncpg.Pool) -> int:
-        released = await sweep_expired(pool, batch=args.batch)
+        progress = Progress.for_terminal()
+        released = await sweep_expired(pool, batch=args.batch, progress=progress)
+        progress.finish(f"released {released} expired reservations")
         print_json({"released": released})
         return OK
 

@@ -18,6 +18,7 @@ import orjson
 
 from gateway.db.pipeline import Pipeline
 from gateway.orders.queries import valid_uuid
+from gateway.progress import SILENT, Progress
 from gateway.webhooks.envelope import StripeEvent, parse_event
 from gateway.webhooks.ledger import HandlerFailed, ingest
 
@@ -278,6 +279,7 @@ async def replay_by_status(
     app_source: str,
     limit: int | None = None,
     request_id: str | None = None,
+    progress: Progress = SILENT,
 ) -> ReplaySummary:
     """Replay every event in `status`, oldest first, each in its own transaction.
 
@@ -286,8 +288,10 @@ async def replay_by_status(
         rows = await con.fetch(REPLAY_CANDIDATES, status, limit)
     summary = ReplaySummary(status, selected=len(rows))
     rid = request_id or new_request_id("replay")
+    progress.phase(f"replaying {status} events", len(rows))
     for row in rows:
         result = await replay_event(pool, row["stripe_event_id"], app_source=app_source, request_id=rid)
+        progress.advance()
         summary.outcomes[result.outcome] += 1
         if result.outcome == "failed":
             summary.failed.append(

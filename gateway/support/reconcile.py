@@ -21,6 +21,7 @@ import stripe
 
 from gateway.db.pipeline import Pipeline
 from gateway.errors import ApiError
+from gateway.progress import SILENT, Progress
 from gateway.webhooks.envelope import parse_event
 from gateway.webhooks.ledger import HandlerFailed, ingest
 
@@ -86,8 +87,10 @@ async def list_missing_events(
     report: ReconcileReport,
     *,
     types: Sequence[str] = (),
+    progress: Progress = SILENT,
 ) -> list[dict[str, Any]]:
     """Walk every page of the window; return the events not in the ledger (Stripe's newest-first order)."""
+    progress.phase("listing Stripe events")
     params: dict[str, Any] = {"created": {"gte": report.since}, "limit": PAGE_SIZE}
     if types:
         params["types"] = list(types)
@@ -107,6 +110,7 @@ async def list_missing_events(
         if not events:
             break
         report.seen += len(events)
+        progress.advance(len(events))
         async with pool.acquire() as con:
             rows = await con.fetch(KNOWN_EVENT_IDS, [e["id"] for e in events])
         known = {r["stripe_event_id"] for r in rows}
@@ -129,17 +133,20 @@ async def reconcile(
     required_livemode: bool | None,
     types: Sequence[str] = (),
     now: float | None = None,
+    progress: Progress = SILENT,
 ) -> ReconcileReport:
     """List Stripe's events of the last `window_seconds` (at most 30 days) and ingest the missing ones."""
     current = int(time.time() if now is None else now)
     since = current - min(window_seconds, MAX_WINDOW_SECONDS)
     report = ReconcileReport(since=since, request_id=request_id)
-    missing = await list_missing_events(pool, client, report, types=types)
+    missing = await list_missing_events(pool, client, report, types=types, progress=progress)
     # Oldest first, as they happened: reversed newest-first pages, then a stable sort on `created`.
     missing.reverse()
     missing.sort(key=lambda e: int(e.get("created") or 0))
     outcomes: dict[str, int] = {}
+    progress.phase("ingesting missing events", len(missing))
     for raw in missing:
+        progress.advance()
         event_id = raw["id"]
         try:
             event = parse_event(orjson.dumps(raw), required_livemode=required_livemode)
