@@ -23,11 +23,13 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
+# -rs: the reason of every skipped test is printed at the end. The Redis tests FLUSH the database of TEST_REDIS_URL
+# (the first lines of the run name it; default in tests/conftest.py).
 test: $(BIN)/.installed
 	bash scripts/install-system-deps.sh
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rs
 
 bench-health: $(BIN)/.installed
 	bash scripts/install-system-deps.sh --bench

@@ -139,9 +139,25 @@ def handler_path(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- Redis
 
 
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def redis_test_url() -> str:
+    """The Redis database the tests use and FLUSH: TEST_REDIS_URL (point it at a database nothing else uses)."""
+    return os.environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+
+
+def pytest_report_header() -> list[str]:
+    return [
+        f"PostgreSQL: {'TEST_DATABASE_URL' if os.environ.get('TEST_DATABASE_URL') else 'embedded'} (a database "
+        "of its own per session, dropped at the end)",
+        f"Redis: {redis_test_url()} (TEST_REDIS_URL; the Redis tests FLUSH this database)",
+    ]
+
+
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    url = redis_test_url()
     client = aioredis.from_url(url)
     try:
         await client.ping()
