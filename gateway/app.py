@@ -19,6 +19,7 @@ from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.migrate import latest_version
 from gateway.db.pipeline import Pipeline
 from gateway.db.pool import create_pool
+from gateway.downstream_probe import downstream_probe_ctx
 from gateway.lifecycle import Lifecycle
 from gateway.metrics_listener import metrics_listener_ctx
 from gateway.metrics_refresh import metrics_refresh_ctx
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
             bridge_ctx,  # schema registry and PLANS_FILE checked at boot
             relay_ctx,  # EVENT_BRIDGE_DATABASE_URL set: outbox -> external bridge database
             order_emails_ctx,  # SMTP_URL set: ORDER_PAID -> confirmation e-mail
+            downstream_probe_ctx,  # SMTP server and bridge target unreachable at boot: one warning line each
             lifecycle_ctx,
             metrics_refresh_ctx,  # database-backed gauges, in the background: a scrape never waits for the database
             metrics_listener_ctx,
