@@ -74,6 +74,20 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+def url_with(url: str, *, database: str | None = None, user: str | None = None, port: int | None = None) -> str:
+    """`url` with another database name, user (`name` or `name:password`) or port of 127.0.0.1."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    credentials, _, address = parts.netloc.rpartition("@")
+    if user is not None:
+        credentials = user
+    if port is not None:
+        address = f"127.0.0.1:{port}"
+    netloc = f"{credentials}@{address}" if credentials else address
+    return urlunsplit(parts._replace(netloc=netloc, path=parts.path if database is None else "/" + database))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database for this test session, migrated; dropped at the end."""
@@ -102,6 +116,32 @@ def database_url() -> Iterator[str]:
     asyncio.run(create())
     yield _with_database(server, name)
     asyncio.run(drop())
+
+
+async def create_scratch_database(prefix: str) -> str:
+    """A new, empty database on the test server (a test's own: the relay's target, one to take away...); its URL.
+    Drop it with `drop_scratch_database`."""
+    server = _server_url()
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    con = await asyncpg.connect(server)
+    try:
+        await con.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await con.close()
+    return _with_database(server, name)
+
+
+async def drop_scratch_database(url: str, *names: str) -> None:
+    """Drop the database of `url` (and `names`, other names it may have taken meanwhile)."""
+    from urllib.parse import urlsplit
+
+    server = _server_url()
+    con = await asyncpg.connect(server)
+    try:
+        for name in (urlsplit(url).path.lstrip("/"), *names):
+            await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await con.close()
 
 
 TRUNCATE_ALL = """

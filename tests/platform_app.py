@@ -1,10 +1,11 @@
-"""Helpers of the platform tests: a tiny app with chosen layers behind the edge, and JSON log capture."""
+"""Helpers of the platform tests: a tiny app with chosen layers behind the edge, an app served on 127.0.0.1 as
+`gateway serve` runs it, and JSON log capture."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -41,6 +42,21 @@ def tiny_app(
         setup_cors(app, settings)
     finish_routes(app)
     return app
+
+
+@asynccontextmanager
+async def serving(app: web.Application, *, handler_cancellation: bool = False) -> AsyncIterator[int]:
+    """`app` on 127.0.0.1 (an ephemeral port) as `gateway serve` runs it (aiohttp's default: the handler of a client
+    that hung up runs on, its body read fails), or with aiohttp's `handler_cancellation` (it is cancelled, as under
+    pytest-aiohttp's test server); yields the port."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=handler_cancellation)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
 
 
 class JsonLines(logging.Handler):

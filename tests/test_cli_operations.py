@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import socket
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -21,20 +19,9 @@ from gateway import exits
 from gateway.settings import ConfigError, load_settings
 from gateway.version import SOURCE_VERSION, VERSION
 from tests.cli_process import ROOT, closed_port, gateway
-from tests.conftest import BASE_ENV
+from tests.conftest import BASE_ENV, create_scratch_database, drop_scratch_database, url_with
 
 CATALOG = str(ROOT / "examples" / "catalog.json")
-
-
-def _with(url: str, *, database: str | None = None, user: str | None = None, port: int | None = None) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if user is not None:
-        netloc = f"{user}@{netloc.rsplit('@', 1)[-1]}"
-    if port is not None:
-        netloc = f"{netloc.rsplit('@', 1)[0]}@127.0.0.1:{port}" if "@" in netloc else f"127.0.0.1:{port}"
-    path = parts.path if database is None else "/" + database
-    return urlunsplit(parts._replace(netloc=netloc, path=path))
 
 
 def assert_one_line(result: object, code: int, *fragments: str) -> None:
@@ -50,19 +37,9 @@ def assert_one_line(result: object, code: int, *fragments: str) -> None:
 @pytest.fixture
 def empty_database(database_url: str) -> Iterator[str]:
     """A database with nothing in it (dropped at the end)."""
-    name = f"gw_ops_{secrets.token_hex(4)}"
-    server = _with(database_url, database="postgres")
-
-    async def run(sql: str) -> None:
-        con = await asyncpg.connect(server)
-        try:
-            await con.execute(sql)
-        finally:
-            await con.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    yield _with(database_url, database=name)
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    url = asyncio.run(create_scratch_database("gw_ops"))
+    yield url
+    asyncio.run(drop_scratch_database(url))
 
 
 async def _tables(url: str) -> list[str]:
@@ -191,7 +168,7 @@ def test_help_lists_the_exit_codes_and_where_settings_come_from(tmp_path: Path) 
     ],
 )
 def test_database_down_is_one_line_and_exit_code_3(tmp_path: Path, database_url: str, command: list[str]) -> None:
-    env = {"DATABASE_URL": _with(database_url, port=closed_port()), "AUTH_LOCAL_ENABLED": "true", "PORT": "18099"}
+    env = {"DATABASE_URL": url_with(database_url, port=closed_port()), "AUTH_LOCAL_ENABLED": "true", "PORT": "18099"}
 
     result = gateway(command, env, tmp_path, stdin="correct horse battery staple\n")
 
@@ -199,13 +176,13 @@ def test_database_down_is_one_line_and_exit_code_3(tmp_path: Path, database_url:
 
 
 def test_a_missing_database_is_one_line_and_exit_code_3(tmp_path: Path, database_url: str) -> None:
-    result = gateway(["migrate"], {"DATABASE_URL": _with(database_url, database="no_such_database")}, tmp_path)
+    result = gateway(["migrate"], {"DATABASE_URL": url_with(database_url, database="no_such_database")}, tmp_path)
 
     assert_one_line(result, exits.DATABASE_UNAVAILABLE, "database missing", "no_such_database")
 
 
 def test_refused_authentication_is_one_line_and_exit_code_3(tmp_path: Path, database_url: str) -> None:
-    url = _with(database_url, user="no_such_role:wrong-password")
+    url = url_with(database_url, user="no_such_role:wrong-password")
 
     result = gateway(["migrate", "--status"], {"DATABASE_URL": url}, tmp_path)
 

@@ -4,35 +4,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from aiohttp import web
 from prometheus_client import REGISTRY
 
 from gateway.app import create_app
 from gateway.metrics import HTTP
-from tests.conftest import TEST_WEBHOOK_SECRET, make_settings
-from tests.platform_app import json_logs
+from tests.conftest import TEST_WEBHOOK_SECRET, make_settings, url_with
+from tests.platform_app import json_logs, serving
 from tests.stripe_events import checkout_session, make_event, signed_event
 from tests.support_helpers import poll
 
-
-def _url(database_url: str, *, database: str | None = None, user: str | None = None) -> str:
-    parts = urlsplit(database_url)
-    netloc = parts.netloc
-    if user is not None:
-        netloc = f"{user}@{netloc.rsplit('@', 1)[-1]}"
-    return urlunsplit(parts._replace(netloc=netloc, path=parts.path if database is None else "/" + database))
-
-
 REFUSALS: dict[str, Callable[[str], str]] = {
-    "database missing": lambda url: _url(url, database="no_such_database"),
-    "authentication refused": lambda url: _url(url, user="no_such_role"),
+    "database missing": lambda url: url_with(url, database="no_such_database"),
+    "authentication refused": lambda url: url_with(url, user="no_such_role"),
 }
 
 
@@ -60,20 +48,6 @@ async def test_a_database_refusing_connections_is_503_with_retry_after_on_every_
 
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application, *, handler_cancellation: bool) -> AsyncIterator[int]:
-    """`app` on 127.0.0.1 as `gateway serve` runs it (aiohttp's default: the handler of a client that hung up
-    runs on, its body read fails) or with aiohttp's `handler_cancellation` (it is cancelled); yields the port."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=handler_cancellation)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("handler_cancellation", [False, True], ids=["handler_reads_on", "handler_cancelled"])

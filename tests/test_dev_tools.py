@@ -5,37 +5,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import web
 
 from gateway.dev.samples import SAMPLE_TYPES, Sample, sample_event
 from gateway.webhooks.envelope import parse_event
 from tests.cli_process import ROOT, clean_env, closed_port
 from tests.conftest import make_settings
 from tests.factories import create_order, create_product
+from tests.platform_app import serving
 from tests.support_helpers import order_status, poll, run_cli
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[int]:
-    """The real app on 127.0.0.1 (an ephemeral port), as `gateway serve` runs it; yields the port."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
 
 
 async def listening(port: int) -> bool:

@@ -4,7 +4,6 @@ errors and the age of the last refresh; the relay's backlog and lag grow while i
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ from gateway.db import migrate as migrations
 from gateway.db.pool import create_pool
 from gateway.metrics_listener import metrics_app
 from tests.cli_process import closed_port
-from tests.conftest import _server_url, _with_database, make_settings
+from tests.conftest import _server_url, create_scratch_database, drop_scratch_database, make_settings
 from tests.stripe_events import make_event, subscription
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
 from tests.subscription_helpers import test_plans as test_plans  # fixture
@@ -77,26 +76,14 @@ async def test_the_relay_backlog_and_lag_grow_while_its_target_is_down(
 @pytest.fixture
 async def own_database() -> AsyncIterator[str]:
     """A migrated database of its own, which the test may take away (renamed) and give back."""
-    server = _server_url()
-    name = f"gw_metrics_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(server, name)
+    url = await create_scratch_database("gw_metrics")
     con = await asyncpg.connect(url)
     try:
         await migrations.migrate(con)
     finally:
         await con.close()
     yield url
-    admin = await asyncpg.connect(server)
-    try:
-        for candidate in (name, name + "_gone"):
-            await admin.execute(f'DROP DATABASE IF EXISTS "{candidate}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_scratch_database(url, urlsplit(url).path.lstrip("/") + "_gone")
 
 
 async def take_away(url: str) -> None:

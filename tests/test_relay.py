@@ -4,8 +4,6 @@ duplicates, cursor kept across gateway restarts, survives a restart of the targe
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +14,7 @@ import pytest
 from gateway import metrics
 from gateway.bridge.relay import Relay, RelayTargetError
 from gateway.db.pool import connect
-from tests.conftest import _server_url, _with_database
+from tests.conftest import _server_url, create_scratch_database, drop_scratch_database
 from tests.stripe_events import make_event, subscription
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
 from tests.subscription_helpers import test_plans as test_plans  # fixture
@@ -27,19 +25,9 @@ pytestmark = pytest.mark.usefixtures("test_plans")
 @pytest.fixture
 async def bridge_url() -> AsyncIterator[str]:
     """A second database standing for the external bridge (Supabase in the seeds)."""
-    server = _server_url()
-    name = f"gw_bridge_{os.getpid()}_{secrets.token_hex(3)}"
-    con = await asyncpg.connect(server)
-    try:
-        await con.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await con.close()
-    yield _with_database(server, name)
-    con = await asyncpg.connect(server)
-    try:
-        await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await con.close()
+    url = await create_scratch_database("gw_bridge")
+    yield url
+    await drop_scratch_database(url)
 
 
 async def publish(pool: asyncpg.Pool, count: int, start: int = 0) -> None:
