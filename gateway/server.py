@@ -97,9 +97,9 @@ async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool 
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise OperationalError(
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", exits.CANNOT_LISTEN
-        ) from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop's text repeats the address
+        message = f"cannot listen on {settings.host}:{settings.port}: {reason}"
+        raise OperationalError(message, exits.CANNOT_LISTEN) from None
     metrics.READY.set(1)
     log.info("gateway listening", extra={"host": settings.host, "port": settings.port})
 

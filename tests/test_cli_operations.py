@@ -216,7 +216,7 @@ def test_port_in_use_is_one_line_and_exit_code_5(tmp_path: Path, database_url: s
 
         result = gateway(["serve"], env, tmp_path)
 
-    assert_one_line(result, exits.CANNOT_LISTEN, f"cannot listen on 127.0.0.1:{port}", "in use")
+    assert_one_line(result, exits.CANNOT_LISTEN, f"cannot listen on 127.0.0.1:{port}: Address already in use")
 
 
 # ------------------------------------------------------------------ 3. the embedded PostgreSQL is for serve only
