@@ -29,7 +29,7 @@ import stripe
 from gateway import stock
 from gateway.checkout.validation import CheckoutRequest
 from gateway.errors import ApiError, BadGateway, Conflict, ValidationFailed
-from gateway.orders import transitions as t
+from gateway.orders import state_machine as t
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.checkout")
