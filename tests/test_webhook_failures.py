@@ -212,6 +212,7 @@ def proxied_client(aiohttp_client: Any, database_url: str, proxy: TcpProxy) -> C
     settings = make_settings(
         DB_ACQUIRE_TIMEOUT="2",
         DB_COMMAND_TIMEOUT="2",
+        DB_LOCK_TIMEOUT="1",
         DB_POOL_MIN="1",
         DB_POOL_MAX="4",
         RATE_LIMIT_WEBHOOK_MAX="100000",

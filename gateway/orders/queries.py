@@ -91,9 +91,12 @@ WHERE stripe_dispute_id = $1
 UPDATE_DISPUTE_FUNDS = """
 UPDATE disputes SET funds_withdrawn_at = $2, funds_reinstated_at = $3, updated_at = now() WHERE stripe_dispute_id = $1
 """
+# Open ($2) and lost ($3) disputes of an order, and the reason of the newest of them.
 ORDER_DISPUTE_COUNTS = """
 SELECT count(*) FILTER (WHERE status = ANY ($2::text[]))::int AS open,
-       count(*) FILTER (WHERE status = ANY ($3::text[]))::int AS lost
+       count(*) FILTER (WHERE status = ANY ($3::text[]))::int AS lost,
+       (array_agg(reason ORDER BY status_at DESC, stripe_dispute_id DESC)
+            FILTER (WHERE status = ANY ($2::text[]) OR status = ANY ($3::text[])))[1] AS reason
 FROM disputes WHERE order_id = $1::uuid
 """
 

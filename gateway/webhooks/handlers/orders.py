@@ -85,6 +85,8 @@ class Ask:
     paid_at: datetime | None = None
     unpaid: str | None = None
     reason: str | None = None
+    # A `charge.refunded` snapshot: the charge's refunded amount at Stripe time `at`.
+    charge_refunded: tuple[datetime, int] | None = None
 
 
 @dataclass
@@ -131,15 +133,20 @@ def _payload(order: Order, status: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def _paid_counts(con: asyncpg.Connection, order: Order, before: Order, recount: bool) -> tuple[int, int]:
-    """(open, lost) disputes of a paid order. Without a refund or dispute change they are what its status says
-    (an order unpaid until now has neither: each of them is a proof of payment)."""
+async def _paid_facts(
+    con: asyncpg.Connection, order: Order, before: Order, recount: bool
+) -> tuple[int, int, str | None]:
+    """(open, lost, reason) of a paid order's disputes, the reason being the newest open or lost one's. Without a
+    refund or dispute change they are what its status says (an order unpaid until now has neither: each of them is
+    a proof of payment)."""
     if recount:
         refunds = await q.order_refunds(con, order.id)
         order.amount_refunded = sm.amount_refunded(refunds, order.charge_refunded_amount, order.charge_refunded_at)
         row = await con.fetchrow(q.ORDER_DISPUTE_COUNTS, order.id, list(sm.OPEN_DISPUTES), list(sm.LOST_DISPUTES))
-        return row["open"], row["lost"]
-    return int(before.status == sm.DISPUTED), int(before.status == sm.DISPUTE_LOST)
+        return row["open"], row["lost"], row["reason"]
+    disputed = before.status in (sm.DISPUTED, sm.DISPUTE_LOST)
+    reason = before.status_reason if disputed else None
+    return int(before.status == sm.DISPUTED), int(before.status == sm.DISPUTE_LOST), reason
 
 
 async def _settle(unit: UnitOfWork, event: StripeEvent, order: Order, ask: Ask, effects: Effects) -> Outcome:
@@ -147,19 +154,31 @@ async def _settle(unit: UnitOfWork, event: StripeEvent, order: Order, ask: Ask, 
     the stock, audit rows and bridge events the move implies, then the row."""
     before = order.copy()
     learned = _learn(order, ask)
+    if ask.charge_refunded is not None:
+        at, refunded = ask.charge_refunded
+        if order.charge_refunded_at is None or (at, refunded) > (
+            order.charge_refunded_at,
+            order.charge_refunded_amount,
+        ):
+            # The newest snapshot of the charge wins (same second: the larger amount, refunds only add up).
+            order.charge_refunded_at, order.charge_refunded_amount = at, refunded
     if ask.paid_at is not None and (order.paid_at is None or ask.paid_at < order.paid_at):
         order.paid_at = ask.paid_at
     paid = order.paid_at is not None
     unpaid = before.status if before.status in sm.UNPAID_RANK else sm.PENDING
     if ask.unpaid is not None:
         unpaid = sm.unpaid_outcome(unpaid, ask.unpaid)
-    open_disputes, lost_disputes = await _paid_counts(unit.con, order, before, effects.recount) if paid else (0, 0)
+    open_disputes, lost_disputes, dispute_reason = (
+        await _paid_facts(unit.con, order, before, effects.recount) if paid else (0, 0, None)
+    )
     status = sm.status_of(
         sm.Facts(paid, unpaid, order.amount_total, order.amount_refunded, open_disputes, lost_disputes)
     )
     order.status = status
-    if status != before.status:
-        order.status_reason = ask.reason if status in (*sm.UNPAID_RANK, sm.DISPUTED, sm.DISPUTE_LOST) else None
+    if status in (sm.DISPUTED, sm.DISPUTE_LOST):
+        order.status_reason = dispute_reason
+    elif status != before.status:
+        order.status_reason = ask.reason if status in sm.UNPAID_RANK else None
 
     if status in sm.SETTLED and before.status not in sm.SETTLED:
         oversold = await stock.commit_for_order(unit.con, order.id)
@@ -285,8 +304,8 @@ def _intent_outcome(event: StripeEvent) -> tuple[str, dict[str, Any]]:
 
 
 async def _record_payment(con: asyncpg.Connection, payment: q.Payment) -> bool:
-    """The payment intent's row; a succeeded payment stays succeeded, otherwise the later event wins. True when
-    it changed."""
+    """The payment intent's row: succeeded is final, whatever arrives before or after it; otherwise the later
+    event wins. True when it changed."""
     row = await con.fetchrow(q.LOCK_PAYMENT, payment.payment_intent_id)
     if row is None:
         await con.execute(
@@ -300,7 +319,9 @@ async def _record_payment(con: asyncpg.Connection, payment: q.Payment) -> bool:
             payment.status_at,
         )
         return True
-    if row["status"] == "succeeded" or not sm.supersedes(
+    if row["status"] == "succeeded":
+        return False
+    if payment.status != "succeeded" and not sm.supersedes(
         payment.status_at, payment.status, row["status_at"], row["status"], sm.PAYMENT_RANK
     ):
         return False
@@ -403,11 +424,6 @@ async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
         return _not_found(event)
     at = _created(event)
     effects = Effects(recount=True)
-    refunded = sp.charge_amount_refunded(charge)
-    snapshot = (order.charge_refunded_at, order.charge_refunded_amount or 0)
-    if order.charge_refunded_at is None or (at, refunded) > snapshot:
-        # The newest snapshot of the charge wins (same second: the larger amount, refunds only add up).
-        order.charge_refunded_amount, order.charge_refunded_at = refunded, at
     for listed in sp.charge_refunds(charge):  # API versions up to 2022-08-01 list the charge's refunds
         row = _refund_row(order, listed, at)
         if row is not None:
@@ -418,6 +434,7 @@ async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
         sp.charge_payment_intent(charge),
         customer_id=sp.customer_id(charge),
         currency=sp.currency_of(charge),
+        charge_refunded=(at, sp.charge_amount_refunded(charge)),
     )
     return await _settle(unit, event, order, ask, effects)
 

@@ -282,6 +282,12 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
             new["user_id"] = user
             changed.append("user")
 
+    activated = row["activated_at"]
+    if obs.status in o.ACTIVE and (activated is None or _ts(obs.created) < activated):
+        # The first time Stripe says active or trialing, whatever order its events arrive in.
+        new["activated_at"] = _ts(obs.created)
+        changed.append("activation")
+
     if not changed:
         return Outcome("stale", f"subscription already holds newer state ({row['status']})")
 
@@ -289,9 +295,9 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
     event_type: str | None = None
     if after.status in o.ENDED and (before is None or before.status not in o.ENDED):
         event_type = SUBSCRIPTION_CANCELLED
-    elif after.status in o.ACTIVE and new["activated_at"] is None:
+    elif after.status in o.ACTIVE and activated is None:
         event_type = SUBSCRIPTION_ACTIVATED
-        new["activated_at"] = _ts(obs.created)
+        new["activated_at"] = new["activated_at"] or _ts(obs.created)
     elif after != before:
         event_type = SUBSCRIPTION_UPDATED
 
