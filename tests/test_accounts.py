@@ -77,7 +77,7 @@ async def test_login_returns_an_access_token_and_a_scoped_refresh_cookie(client:
 
     token_claims = jwt.decode(body["access_token"], LOCAL_KEY, algorithms=["HS256"], audience="stripe-gateway")
     assert token_claims["iss"] == "stripe-gateway"
-    assert token_claims["sub"] == user_id
+    assert token_claims["sub"] == "local:" + user_id  # local accounts have their own subject namespace
     assert token_claims["roles"] == ["support"]
     assert token_claims["exp"] - token_claims["iat"] == 900
 

@@ -27,6 +27,7 @@ from gateway.middleware.body_limit import body_limit_middleware
 from gateway.middleware.edge import Wrap, edge_layer, is_behind_edge
 from gateway.middleware.expect import expect_handler
 from gateway.middleware.rate_limit import rate_limit_middleware
+from gateway.middleware.storable import storable_input_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
 from gateway.routing import UNMATCHED_ROUTE, RouteOptions, route_label, unmatched
 from gateway.settings import Settings
@@ -42,6 +43,7 @@ def build_layers(settings: Settings) -> list[Layer]:
     """The layers inside the edge, outside in."""
     return [
         Layer(trusted_hosts_middleware(settings), lambda options: options.check_host),
+        Layer(storable_input_middleware(), lambda options: True),
         Layer(rate_limit_middleware(), lambda options: options.rate_limit is not None),
         Layer(body_limit_middleware(settings), lambda options: options.body != "none"),
         Layer(auth_middleware(), lambda options: options.auth != "none"),
