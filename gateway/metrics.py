@@ -160,3 +160,17 @@ EMAILS_FAILED = Counter(
     "Failed e-mail attempts, by kind and outcome (retry, gave_up, no_recipient)",
     ["kind", "outcome"],
 )
+
+# --- hostile and careless clients (issue 21) ---
+WEBHOOK_UNSIGNED = Counter(
+    "stripe_webhook_unsigned_total",
+    "Webhook deliveries without a well-formed Stripe-Signature (missing or malformed header): noise, never a "
+    "secret problem; by reason",
+    ["reason"],
+)
+LOGIN_FAILURES = Counter(
+    "auth_login_failures_total",
+    "Refused logins, by reason (invalid_request, unknown_account, wrong_password, disabled_account, "
+    "limited_account_address, limited_account)",
+    ["reason"],
+)

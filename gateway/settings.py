@@ -97,7 +97,14 @@ class Settings:
         "RATE_LIMIT_WEBHOOK_MAX", 100, "Webhook deliveries per minute per client IP (bucket capacity too)"
     )
     rate_limit_public_max: int = setting("RATE_LIMIT_PUBLIC_MAX", 60, "Public requests per minute per client IP")
-    rate_limit_auth_max: int = setting("RATE_LIMIT_AUTH_MAX", 10, "Login/refresh attempts per minute per client IP")
+    rate_limit_auth_max: int = setting(
+        "RATE_LIMIT_AUTH_MAX", 10, "Login/refresh attempts per minute per client IP, and per account and client IP"
+    )
+    rate_limit_auth_account_max: int = setting(
+        "RATE_LIMIT_AUTH_ACCOUNT_MAX",
+        100,
+        "Login attempts per minute per account from all addresses together (a stranger cannot lock the owner out)",
+    )
     rate_limit_checkout_max: int = setting("RATE_LIMIT_CHECKOUT_MAX", 10, "Checkout sessions per minute per user")
     # --- JWT ---
     jwt_algorithms: tuple[str, ...] = setting("JWT_ALGORITHMS", ["HS256"], "Accepted JWT algorithms (allowlist)")
@@ -329,6 +336,7 @@ def validate(s: Settings) -> list[str]:
         ("RATE_LIMIT_WEBHOOK_MAX", s.rate_limit_webhook_max),
         ("RATE_LIMIT_PUBLIC_MAX", s.rate_limit_public_max),
         ("RATE_LIMIT_AUTH_MAX", s.rate_limit_auth_max),
+        ("RATE_LIMIT_AUTH_ACCOUNT_MAX", s.rate_limit_auth_account_max),
         ("RATE_LIMIT_CHECKOUT_MAX", s.rate_limit_checkout_max),
         ("RATE_LIMIT_MAX_KEYS", s.rate_limit_max_keys),
         ("STRIPE_WEBHOOK_TOLERANCE", s.stripe_webhook_tolerance),
