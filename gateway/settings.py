@@ -151,6 +151,17 @@ class Settings:
     reservation_ttl_seconds: int = setting(
         "RESERVATION_TTL_SECONDS", 1800, "How long checkout stock stays held (Stripe's minimum is 1800)"
     )
+    checkout_max_held_units_per_user: int = setting(
+        "CHECKOUT_MAX_HELD_UNITS_PER_USER", 20, "Units one user's open checkouts may hold together (409 beyond)"
+    )
+    checkout_max_open_sessions_per_user: int = setting(
+        "CHECKOUT_MAX_OPEN_SESSIONS_PER_USER", 3, "Open checkouts holding stock per user (409 beyond)"
+    )
+    checkout_max_held_units_per_address: int = setting(
+        "CHECKOUT_MAX_HELD_UNITS_PER_ADDRESS",
+        60,
+        "Units the open checkouts of one client address (IPv6 by /64) may hold together, whatever the user",
+    )
     reservation_sweep_interval_seconds: float = setting(
         "RESERVATION_SWEEP_INTERVAL_SECONDS",
         60.0,
@@ -340,6 +351,9 @@ def validate(s: Settings) -> list[str]:
         ("RATE_LIMIT_CHECKOUT_MAX", s.rate_limit_checkout_max),
         ("RATE_LIMIT_MAX_KEYS", s.rate_limit_max_keys),
         ("STRIPE_WEBHOOK_TOLERANCE", s.stripe_webhook_tolerance),
+        ("CHECKOUT_MAX_HELD_UNITS_PER_USER", s.checkout_max_held_units_per_user),
+        ("CHECKOUT_MAX_OPEN_SESSIONS_PER_USER", s.checkout_max_open_sessions_per_user),
+        ("CHECKOUT_MAX_HELD_UNITS_PER_ADDRESS", s.checkout_max_held_units_per_address),
     ):
         if value <= 0:
             problems.append(f"{name}: must be positive")

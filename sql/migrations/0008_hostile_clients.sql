@@ -10,3 +10,8 @@ UPDATE customers SET user_id = 'local:' || user_id
  WHERE user_id IN (SELECT id::text FROM users);
 UPDATE subscriptions SET user_id = 'local:' || user_id
  WHERE user_id IN (SELECT id::text FROM users);
+
+-- Stock holds are bounded per client address too (gateway/checkout/holds.py): the checkout records who asked, as
+-- a hash of the rate-limit key of the client address (never the address itself).
+ALTER TABLE orders ADD COLUMN checkout_client text;
+CREATE INDEX orders_checkout_client_pending_idx ON orders (checkout_client) WHERE status = 'pending';
