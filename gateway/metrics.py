@@ -174,3 +174,13 @@ LOGIN_FAILURES = Counter(
     "limited_account_address, limited_account)",
     ["reason"],
 )
+CONNECTIONS_OPEN = Gauge("gateway_connections_open", "Connections open on the public listener of this process")
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused_total", "Connections answered 503 and closed beyond HTTP_MAX_CONNECTIONS"
+)
+SLOW_CLIENTS = Counter(
+    "gateway_slow_clients_total",
+    "Requests answered 408 because the client was too slow, by phase (head: HTTP_HEAD_TIMEOUT_SECONDS, body: "
+    "HTTP_BODY_TIMEOUT_SECONDS)",
+    ["phase"],
+)

@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.metrics import HTTP
+from gateway.middleware.body_read import body_read_middleware
 from gateway.middleware.errors import MALFORMED_ROUTE, install_protocol_error_answers
-from gateway.middleware.expect import continue_middleware
 from tests.conftest import make_settings
 from tests.platform_app import json_logs, tiny_app
 from tests.test_shutdown import gateway  # noqa: F401  (the `gateway serve` process fixture)
@@ -182,7 +182,8 @@ async def test_a_request_target_no_route_can_match_gets_the_json_404(
 
 async def test_an_expectation_the_gateway_cannot_meet_gets_the_json_417(aiohttp_server: Any) -> None:
     # 100 Continue comes from the innermost layer of a route that reads a body (tests/test_hostile_edge.py).
-    server = await aiohttp_server(tiny_app(make_settings(), [web.post("/ok", ok)], [continue_middleware()]))
+    settings = make_settings()
+    server = await aiohttp_server(tiny_app(settings, [web.post("/ok", ok)], [body_read_middleware(settings)]))
     head = b"POST /ok HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nConnection: close\r\n"
 
     status, headers, body = await exchange(server.port, head + b"Expect: something-else\r\n\r\n{}")

@@ -8,8 +8,9 @@ with `add_routes` (aiohttp-cors's preflight routes through `gateway.middleware.c
 last: a request no route matches (404, 405) gets the layers of `routing.unmatched` (host check, public rate
 limit, body limit). The edge also stamps the security headers on every answer, the error mapper's included.
 Each route also gets the gateway's handling of the `Expect` header (`expect.py`), which aiohttp runs before the
-route's handler; a route that reads a body sends `100 Continue` from its innermost layer, after the host, size
-and authentication checks.
+route's handler; a route that reads a body invites it (`100 Continue`) and reads it within
+HTTP_BODY_TIMEOUT_SECONDS in its innermost layer (`body_read.py`), after the host, size and authentication
+checks.
 
 A request target that is not a path (`OPTIONS *`, CONNECT's `host:port`, an absolute URL without a path) can
 match no route; aiohttp would answer it itself (plain text). One aiohttp middleware, the public hook that sees
@@ -28,8 +29,9 @@ from aiohttp.typedefs import Handler, Middleware
 from gateway import keys
 from gateway.middleware.auth import auth_middleware
 from gateway.middleware.body_limit import body_limit_middleware
+from gateway.middleware.body_read import body_read_middleware
 from gateway.middleware.edge import Wrap, edge_layer, is_behind_edge
-from gateway.middleware.expect import continue_middleware, expect_handler
+from gateway.middleware.expect import expect_handler
 from gateway.middleware.rate_limit import rate_limit_middleware
 from gateway.middleware.storable import storable_input_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
@@ -51,7 +53,7 @@ def build_layers(settings: Settings) -> list[Layer]:
         Layer(rate_limit_middleware(), lambda options: options.rate_limit is not None),
         Layer(body_limit_middleware(settings), lambda options: options.body != "none"),
         Layer(auth_middleware(), lambda options: options.auth != "none"),
-        Layer(continue_middleware(), lambda options: options.body != "none"),
+        Layer(body_read_middleware(settings), lambda options: options.body != "none"),
     ]
 
 
