@@ -17,7 +17,6 @@ from gateway.catalog import routes as catalog_routes
 from gateway.checkout import routes as checkout_routes
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.migrate import latest_version
-from gateway.db.pipeline import Pipeline
 from gateway.db.pool import create_pool
 from gateway.lifecycle import Lifecycle
 from gateway.metrics_listener import metrics_listener_ctx
@@ -45,9 +44,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         pool = await create_pool(app[keys.SETTINGS], app[keys.DATABASE_URL], min_size=0)
     app[keys.DB_POOL] = pool
-    app[keys.DB_PIPELINE] = pipeline = Pipeline(pool)
     yield
-    await pipeline.close()
     await pool.close()
 
 

@@ -96,24 +96,33 @@ WEBHOOK_RESPONSES = Counter(
 )
 WEBHOOK_EVENTS = Counter(
     "stripe_webhook_events_total",
-    "Webhook events by type and outcome (processed, duplicate, ignored, stale, failed, received)",
+    "Webhook events by type and outcome (processed, duplicate, ignored, stale, waiting, failed, received)",
     ["type", "outcome"],
 )
-WEBHOOK_MOVES = Counter(
-    "stripe_webhook_moves_total",
-    "Payment events sent to the database to decide in one statement, by what it did (moved, already, missing, "
-    "duplicate), or left to the handler (handler), or failed in the database and run by the handler (failed)",
-    ["decided"],
+WEBHOOK_RETRIES = Counter(
+    "stripe_webhook_retries_total",
+    "Deliveries whose transaction was retried after a deadlock or serialization failure, or refused because a "
+    "row stayed locked (LockNotAvailableError), by error",
+    ["error"],
 )
+WEBHOOK_KEPT_APPLIED = Counter(
+    "stripe_webhook_kept_applied_total",
+    "Kept (waiting) events applied when their order became known, by Stripe event type",
+    ["type"],
+)
+WEBHOOK_WAITING_OLDEST = Gauge(
+    "stripe_webhook_waiting_oldest_seconds",
+    "Age of the oldest kept event still waiting for its order (0: none)",
+)
+DISPUTE_EVIDENCE_DUE = Gauge(
+    "stripe_dispute_evidence_due_seconds",
+    "Time left until the earliest evidence due date of a dispute that needs a response (absent: none)",
+)
+DISPUTES_OPEN = Gauge("stripe_disputes_open", "Disputes not closed yet, by status", ["status"])
 WEBHOOK_PROCESSING = Histogram(
     "stripe_webhook_processing_seconds",
     "Time from a verified body to the committed ledger row",
     buckets=LATENCY_BUCKETS,
-)
-DB_BATCH_STATEMENTS = Histogram(
-    "gateway_db_batch_statements",
-    "Statements sent in one round trip and committed together by the group-commit pipeline",
-    buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 WEBHOOK_DELIVERY_LAG = Histogram(
     "stripe_webhook_delivery_lag_seconds",
@@ -129,7 +138,9 @@ WEBHOOK_SECRET_MATCHES = Counter(
     ["secret_index"],
 )
 LEDGER_ROWS = Gauge(
-    "stripe_webhook_ledger_rows", "Ledger rows waiting for action, by status (failed, received)", ["status"]
+    "stripe_webhook_ledger_rows",
+    "Ledger rows not applied yet, by status (failed, received, waiting)",
+    ["status"],
 )
 OUTBOX_BACKLOG = Gauge("bridge_outbox_backlog", "Bridge events not yet relayed")
 RESERVATIONS_RELEASED = Counter(

@@ -17,8 +17,15 @@ from gateway.db.errors import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("gateway.metrics")
 
+# Ledger rows not applied yet and the oldest kept event's age; open disputes and the earliest evidence due date.
 COUNT_WAITING_EVENTS = """
-SELECT status, count(*) AS n FROM webhook_events WHERE status IN ('failed', 'received') GROUP BY status
+SELECT status, count(*) AS n, extract(epoch FROM now() - min(received_at))::float8 AS oldest
+FROM webhook_events WHERE status IN ('failed', 'received', 'waiting') GROUP BY status
+"""
+OPEN_DISPUTES = """
+SELECT status, count(*) AS n, extract(epoch FROM min(evidence_due_by) - now())::float8 AS due
+FROM disputes WHERE status IN ('needs_response', 'warning_needs_response', 'under_review', 'warning_under_review')
+GROUP BY status
 """
 SCRAPE_DB_TIMEOUT = 2.0
 
@@ -32,12 +39,19 @@ async def refresh_state_gauges(app: web.Application) -> None:
         async with asyncio.timeout(SCRAPE_DB_TIMEOUT):
             async with pool.acquire() as con:
                 rows = await con.fetch(COUNT_WAITING_EVENTS)
+                disputes = await con.fetch(OPEN_DISPUTES)
     except UNAVAILABLE_ERRORS:
         log.warning("metrics scrape could not read the ledger", extra={"code": "database_unavailable"})
         return
-    counts = {row["status"]: row["n"] for row in rows}
-    for status in ("failed", "received"):
-        metrics.LEDGER_ROWS.labels(status).set(counts.get(status, 0))
+    counts = {row["status"]: row for row in rows}
+    for status in ("failed", "received", "waiting"):
+        metrics.LEDGER_ROWS.labels(status).set(counts[status]["n"] if status in counts else 0)
+    metrics.WEBHOOK_WAITING_OLDEST.set(counts["waiting"]["oldest"] if "waiting" in counts else 0)
+    by_status = {row["status"]: row for row in disputes}
+    for status in ("needs_response", "warning_needs_response", "under_review", "warning_under_review"):
+        metrics.DISPUTES_OPEN.labels(status).set(by_status[status]["n"] if status in by_status else 0)
+    due = [row["due"] for row in disputes if row["due"] is not None]
+    metrics.DISPUTE_EVIDENCE_DUE.set(min(due) if due else float("inf"))
     for refresh in app[keys.SCRAPE_HOOKS]:
         await refresh(app)
 

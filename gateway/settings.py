@@ -69,6 +69,11 @@ class Settings:
     db_acquire_timeout: float = setting(
         "DB_ACQUIRE_TIMEOUT", 5.0, "Seconds to wait for a pooled connection before answering 503"
     )
+    db_lock_timeout: float = setting(
+        "DB_LOCK_TIMEOUT",
+        3.0,
+        "Seconds a statement waits for a row lock before giving up (webhook: 503 rows_busy); below DB_COMMAND_TIMEOUT",
+    )
     ready_db_timeout: float = setting("READY_DB_TIMEOUT", 1.0, "Seconds /ready waits for the database")
     # --- edge hardening ---
     trusted_hosts: tuple[str, ...] = setting(
@@ -377,6 +382,8 @@ def validate(s: Settings) -> list[str]:
     ):
         if value <= 0:
             problems.append(f"{name}: must be positive")
+    if not 0 < s.db_lock_timeout < s.db_command_timeout:
+        problems.append("DB_LOCK_TIMEOUT: must be positive and below DB_COMMAND_TIMEOUT")
     if s.rate_limit_store == "redis" and not s.redis_url:
         problems.append("REDIS_URL: required when RATE_LIMIT_STORE=redis")
     for cidr in s.trusted_proxies:

@@ -360,6 +360,34 @@ def dispute_status(dispute: JsonObject) -> str | None:
     return _str(dispute.get("status"))
 
 
+def dispute_evidence_due_by(dispute: JsonObject) -> int | None:
+    """`dispute.evidence_details.due_by` (Unix seconds; null once evidence can no longer be submitted)."""
+    return _int(_path(dispute, "evidence_details", "due_by"))
+
+
+def refund_reason(refund: JsonObject) -> str | None:
+    """`refund.reason`: duplicate, fraudulent, requested_by_customer, expired_uncaptured_charge, or null."""
+    return _str(refund.get("reason"))
+
+
+def charge_refunds(charge: JsonObject) -> list[JsonObject]:
+    """The refunds a charge lists.
+
+    API version: up to 2022-08-01 a charge embeds `refunds` (a list object); 2022-11-15 dropped it from the
+    default rendering, so newer charges list none and only `amount_refunded` tells what was given back.
+    """
+    return _list_data(charge.get("refunds"))
+
+
+def invoice_of(obj: JsonObject) -> str | None:
+    """The invoice a payment intent or charge pays (a subscription's payment, not an order's).
+
+    API version: `invoice` exists on payment intents and charges up to 2025-02-24.acacia; 2025-03-31.basil
+    removed it (invoice payments are separate objects there), so newer payloads give None.
+    """
+    return id_of(obj.get("invoice"))
+
+
 # ----------------------------------------------------------------------------------------------- invoices
 
 

@@ -127,15 +127,6 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@pytest.fixture
-def handler_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every handled event runs its handler: the database decides no move itself (gateway/webhooks/ledger.py).
-    For tests that replace a handler to make it fail or to watch it."""
-    from gateway.webhooks import ledger
-
-    monkeypatch.setattr(ledger, "plain_move", lambda event: None)
-
-
 # ---------------------------------------------------------------- Redis
 
 

@@ -11,7 +11,7 @@ import pytest
 from gateway.bridge import events
 from gateway.bridge.notify import BridgeWakeup
 from gateway.unit_of_work import UnitOfWork
-from tests.stripe_events import make_event, new_id, settled_entry, subscription
+from tests.stripe_events import make_event, new_id, subscription
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
 from tests.subscription_helpers import test_plans as test_plans  # fixture
 from tests.test_auth_jwt import claims, hs256
@@ -24,11 +24,11 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
     await wakeup.start()
     try:
         async with db_pool.acquire() as con:
-            # rolled back: published and flushed, then the transaction fails
+            # rolled back: published, then the transaction fails
             with pytest.raises(RuntimeError):
                 async with con.transaction():
                     unit = UnitOfWork(con, actor="test", source_event_id="evt_rollback", request_id=None)
-                    unit.publish(
+                    await unit.publish(
                         "SUBSCRIPTION_UPDATED",
                         "u",
                         {
@@ -40,13 +40,12 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
                             "amount": None,
                         },
                     )
-                    assert await unit.flush(settled_entry("evt_rollback")) is True
                     raise RuntimeError("boom")
             # committed, but nothing may be heard before the commit
             tx = con.transaction()
             await tx.start()
             unit = UnitOfWork(con, actor="test", source_event_id="evt_commit", request_id=None)
-            unit.publish(
+            await unit.publish(
                 "SUBSCRIPTION_UPDATED",
                 "u",
                 {
@@ -58,7 +57,6 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
                     "amount": None,
                 },
             )
-            await unit.flush(settled_entry("evt_commit"))
             assert await wakeup.wait(0.3) is False
             assert wakeup.notifications == []
             await tx.commit()
@@ -94,13 +92,11 @@ async def test_readers_never_skip_a_row_that_commits_late(db_pool: asyncpg.Pool)
         tx = first.transaction()
         await tx.start()
         unit = UnitOfWork(first, actor="t", source_event_id="evt_first", request_id=None)
-        unit.publish("SUBSCRIPTION_UPDATED", None, payload)
-        await unit.flush(settled_entry("evt_first"))
+        await unit.publish("SUBSCRIPTION_UPDATED", None, payload)
 
         async with second.transaction():  # not held back by the first writer
             other = UnitOfWork(second, actor="t", source_event_id="evt_second", request_id=None)
-            other.publish("SUBSCRIPTION_UPDATED", None, payload)
-            await asyncio.wait_for(other.flush(settled_entry("evt_second")), 5)
+            await asyncio.wait_for(other.publish("SUBSCRIPTION_UPDATED", None, payload), 5)
 
         read = asyncio.create_task(events.page(reader, 0, 10))
         await asyncio.sleep(0.2)

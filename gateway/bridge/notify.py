@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.unit_of_work import BRIDGE_CHANNEL
+from gateway.bridge.outbox import BRIDGE_CHANNEL
 
 log = logging.getLogger("gateway.bridge")
 

@@ -19,7 +19,7 @@ from gateway import context, keys
 from gateway.checkout.validation import Problems
 from gateway.errors import NotFound, Unauthorized
 from gateway.input_rules import parse_ascii_int, timestamp_problem
-from gateway.orders import transitions as t
+from gateway.orders import state_machine as t
 from gateway.orders.queries import valid_uuid
 from gateway.responses import NO_STORE, json_response
 from gateway.routing import route_options

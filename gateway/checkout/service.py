@@ -30,7 +30,7 @@ from gateway import metrics, stock
 from gateway.checkout import holds
 from gateway.checkout.validation import CheckoutRequest
 from gateway.errors import ApiError, BadGateway, Conflict, ValidationFailed
-from gateway.orders import transitions as t
+from gateway.orders import state_machine as t
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.checkout")

@@ -19,7 +19,6 @@ import asyncpg
 import orjson
 import stripe
 
-from gateway.db.pipeline import Pipeline
 from gateway.errors import ApiError
 from gateway.webhooks.envelope import parse_event
 from gateway.webhooks.ledger import HandlerFailed, ingest
@@ -144,7 +143,12 @@ async def reconcile(
         try:
             event = parse_event(orjson.dumps(raw), required_livemode=required_livemode)
             result = await ingest(
-                Pipeline(pool), event, request_id=request_id, handlers_enabled=handlers_enabled, app_source=app_source
+                pool,
+                event,
+                request_id=request_id,
+                handlers_enabled=handlers_enabled,
+                app_source=app_source,
+                origin="reconcile",
             )
         except ApiError as exc:  # not an event we accept (livemode mismatch, malformed)
             report.failed += 1

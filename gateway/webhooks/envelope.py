@@ -63,3 +63,8 @@ def parse_event(body: bytes, *, required_livemode: bool | None) -> StripeEvent:
         object=obj,  # type: ignore[arg-type]
         raw=raw,
     )
+
+
+def event_from_payload(payload: dict[str, Any]) -> StripeEvent:
+    """Rebuild a verified event from the payload stored in the ledger (it was checked at delivery)."""
+    return parse_event(orjson.dumps(payload), required_livemode=None)

@@ -53,7 +53,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         result = await ingest(
-            request.app[keys.DB_PIPELINE],
+            request.app[keys.DB_POOL],
             event,
             request_id=context.request_id(),
             handlers_enabled=settings.webhook_handlers_enabled,
@@ -69,4 +69,6 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         "stripe event handled",
         extra={"status": result.status, "eventType": event.type, "reason": result.reason},
     )
+    if result.status == "waiting":
+        log.info("stripe event kept until its order is known", extra={"eventType": event.type})
     return json_response({"status": result.status, "event_id": event.id})

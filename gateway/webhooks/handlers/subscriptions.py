@@ -307,8 +307,8 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
                     "reason": f"subscription {obs.subscription_id} customer {new['stripe_customer_id']}",
                 },
             )
-        unit.publish(event_type, new["user_id"], _payload(new))
-        unit.audit(
+        await unit.publish(event_type, new["user_id"], _payload(new))
+        await unit.audit(
             f"subscription.{event_type.removeprefix('SUBSCRIPTION_').lower()}",
             "subscription",
             obs.subscription_id,
