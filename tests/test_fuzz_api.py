@@ -25,7 +25,7 @@ from schemathesis.core import NotSet
 
 from gateway.openapi.routes import document
 from tests.test_auth_jwt import claims, hs256
-from tests.test_openapi import LOCAL_KEY, LiveGateway, _seed
+from tests.test_openapi import LiveGateway, _seed, live_overrides
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_HOSTILE_EXAMPLES", "25"))
 SCHEMA = schemathesis.openapi.from_dict(document())
@@ -112,21 +112,7 @@ def hostile_request(case: Any, where: str, text: str, value: Any) -> dict[str, A
 @pytest.fixture(scope="module")
 def live(database_url: str) -> Iterator[LiveGateway]:
     asyncio.run(_seed(database_url))
-    overrides = {
-        "AUTH_LOCAL_ENABLED": "true",
-        "AUTH_LOCAL_JWT_SECRET": LOCAL_KEY,
-        "AUTH_COOKIE_SECURE": "false",
-        "CORS_ORIGINS": "https://shop.example",
-        "RATE_LIMIT_PUBLIC_MAX": 100_000,
-        "RATE_LIMIT_AUTH_MAX": 100_000,
-        "RATE_LIMIT_AUTH_ACCOUNT_MAX": 100_000,
-        "RATE_LIMIT_CHECKOUT_MAX": 100_000,
-        "RATE_LIMIT_WEBHOOK_MAX": 100_000,
-        "CHECKOUT_MAX_OPEN_SESSIONS_PER_USER": 100_000,
-        "CHECKOUT_MAX_HELD_UNITS_PER_USER": 100_000,
-        "CHECKOUT_MAX_HELD_UNITS_PER_ADDRESS": 100_000,
-    }
-    with LiveGateway(database_url, **overrides) as gateway:
+    with LiveGateway(database_url, **live_overrides()) as gateway:
         yield gateway
 
 
