@@ -158,3 +158,24 @@ async def test_local_accounts_have_their_own_subject_namespace(
     # the identity provider's user with the bare uuid is somebody else
     assert (await client.get(f"/v1/orders/{idp_users}", headers=bearer(user_id))).status == 200
     await error_of(await client.get(f"/v1/orders/{mine}", headers=bearer(user_id)), 404, "order_not_found")
+
+
+async def test_a_refresh_cookie_that_is_not_ascii_is_refused_without_a_500(client: Any) -> None:
+    for path in ("/v1/auth/refresh", "/v1/auth/logout"):
+        status, body = await raw_post(client, path, b"Cookie: gateway_refresh=ab\xff\xfe\r\n")
+        assert status in (401, 204), body
+        if status == 401:
+            assert body["error"]["code"] == "refresh_token_missing"
+
+
+async def raw_post(client: Any, path: str, header_lines: bytes) -> tuple[int, dict[str, Any]]:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n")
+        writer.write(b"Content-Length: 0\r\n" + header_lines + b"\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), orjson.loads(body) if body else {}

@@ -36,6 +36,8 @@ log = logging.getLogger("gateway.accounts")
 AUTH_PATH = "/v1/auth"
 REFRESH_COOKIE = "gateway_refresh"
 MAX_EMAIL_LENGTH = 320
+# Refresh tokens are URL-safe base64 (ASCII); a cookie with other bytes is no token of ours.
+MAX_REFRESH_TOKEN_LENGTH = 256
 _LOGIN_FIELDS = frozenset({"email", "password"})
 
 ACCOUNT_POLICY_NAME = "auth_account"
@@ -154,7 +156,7 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     token = request.cookies.get(REFRESH_COOKIE)
-    if not token or len(token) > 256:
+    if not token or len(token) > MAX_REFRESH_TOKEN_LENGTH or not token.isascii():
         raise _refused(settings, "No refresh token", "refresh_token_missing")
     async with request.app[keys.DB_POOL].acquire() as con:
         ttl = settings.auth_refresh_token_ttl_seconds
@@ -171,7 +173,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     token = request.cookies.get(REFRESH_COOKIE)
-    if token and len(token) <= 256:
+    if token and len(token) <= MAX_REFRESH_TOKEN_LENGTH and token.isascii():
         async with request.app[keys.DB_POOL].acquire() as con:
             await store.revoke(con, token, "logout")
     response = web.Response(status=204, headers={"Cache-Control": "no-store"})
