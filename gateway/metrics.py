@@ -171,3 +171,27 @@ EMAILS_FAILED = Counter(
     "Failed e-mail attempts, by kind and outcome (retry, gave_up, no_recipient)",
     ["kind", "outcome"],
 )
+
+# --- hostile and careless clients (issue 21) ---
+WEBHOOK_UNSIGNED = Counter(
+    "stripe_webhook_unsigned_total",
+    "Webhook deliveries without a well-formed Stripe-Signature (missing or malformed header): noise, never a "
+    "secret problem; by reason",
+    ["reason"],
+)
+LOGIN_FAILURES = Counter(
+    "auth_login_failures_total",
+    "Refused logins, by reason (invalid_request, unknown_account, wrong_password, disabled_account, "
+    "limited_account_address, limited_account)",
+    ["reason"],
+)
+CONNECTIONS_OPEN = Gauge("gateway_connections_open", "Connections open on the public listener of this process")
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused_total", "Connections answered 503 and closed beyond HTTP_MAX_CONNECTIONS"
+)
+SLOW_CLIENTS = Counter(
+    "gateway_slow_clients_total",
+    "Requests answered 408 because the client was too slow, by phase (head: HTTP_HEAD_TIMEOUT_SECONDS, body: "
+    "HTTP_BODY_TIMEOUT_SECONDS)",
+    ["phase"],
+)

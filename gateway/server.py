@@ -11,7 +11,7 @@ import sys
 
 from aiohttp import web
 
-from gateway import keys, metrics
+from gateway import connections, keys, metrics
 from gateway.app import create_app
 from gateway.db.migrate import migrate
 from gateway.db.pool import connect
@@ -45,12 +45,9 @@ async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool 
     """Serve until SIGTERM/SIGINT, then: /ready turns 503, keep serving for the drain period, stop accepting,
     let in-flight requests finish (shutdown timeout), close resources."""
     install_protocol_error_answers()  # requests aiohttp cannot parse get the JSON error shape too
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds, access_log=None
-    )
+    runner = connections.app_runner(app, settings, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
-    await site.start()
+    listener = await connections.start_listener(runner, settings, settings.host, settings.port, reuse_port=reuse_port)
     metrics.READY.set(1)
     log.info("gateway listening", extra={"host": settings.host, "port": settings.port})
 
@@ -65,6 +62,7 @@ async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool 
     log.info("shutdown: draining", extra={"seconds": settings.shutdown_drain_seconds})
     await asyncio.sleep(settings.shutdown_drain_seconds)
     log.info("shutdown: closing listener, finishing in-flight requests")
+    listener.close()
     await runner.cleanup()
     log.info("shutdown complete")
 

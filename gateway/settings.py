@@ -87,6 +87,22 @@ class Settings:
     cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", [], "Browser origins allowed by CORS (comma list)")
     json_body_limit: int = setting("JSON_BODY_LIMIT", 102_400, "Largest JSON request body in bytes")
     webhook_body_limit: int = setting("WEBHOOK_BODY_LIMIT", 524_288, "Largest webhook body in bytes")
+    # --- slow and greedy clients (gateway/connections.py) ---
+    http_head_timeout_seconds: float = setting(
+        "HTTP_HEAD_TIMEOUT_SECONDS", 10.0, "Seconds a new connection has to send a complete request head (408)"
+    )
+    http_body_timeout_seconds: float = setting(
+        "HTTP_BODY_TIMEOUT_SECONDS", 30.0, "Seconds a request body may take to arrive once invited (408)"
+    )
+    http_keepalive_timeout_seconds: float = setting(
+        "HTTP_KEEPALIVE_TIMEOUT_SECONDS",
+        75.0,
+        "Seconds an idle keep-alive connection stays open (and the next request head may take); keep it above "
+        "the ingress's upstream idle timeout",
+    )
+    http_max_connections: int = setting(
+        "HTTP_MAX_CONNECTIONS", 1000, "Open connections per process; beyond it a connection gets 503 and is closed"
+    )
     # --- rate limits ---
     rate_limit_store: Literal["memory", "redis"] = setting(
         "RATE_LIMIT_STORE", "memory", "memory (per process) or redis (shared by replicas, needs REDIS_URL)"
@@ -102,7 +118,14 @@ class Settings:
         "RATE_LIMIT_WEBHOOK_MAX", 100, "Webhook deliveries per minute per client IP (bucket capacity too)"
     )
     rate_limit_public_max: int = setting("RATE_LIMIT_PUBLIC_MAX", 60, "Public requests per minute per client IP")
-    rate_limit_auth_max: int = setting("RATE_LIMIT_AUTH_MAX", 10, "Login/refresh attempts per minute per client IP")
+    rate_limit_auth_max: int = setting(
+        "RATE_LIMIT_AUTH_MAX", 10, "Login/refresh attempts per minute per client IP, and per account and client IP"
+    )
+    rate_limit_auth_account_max: int = setting(
+        "RATE_LIMIT_AUTH_ACCOUNT_MAX",
+        100,
+        "Login attempts per minute per account from all addresses together (a stranger cannot lock the owner out)",
+    )
     rate_limit_checkout_max: int = setting("RATE_LIMIT_CHECKOUT_MAX", 10, "Checkout sessions per minute per user")
     # --- JWT ---
     jwt_algorithms: tuple[str, ...] = setting("JWT_ALGORITHMS", ["HS256"], "Accepted JWT algorithms (allowlist)")
@@ -148,6 +171,17 @@ class Settings:
     # --- stock ---
     reservation_ttl_seconds: int = setting(
         "RESERVATION_TTL_SECONDS", 1800, "How long checkout stock stays held (Stripe's minimum is 1800)"
+    )
+    checkout_max_held_units_per_user: int = setting(
+        "CHECKOUT_MAX_HELD_UNITS_PER_USER", 20, "Units one user's open checkouts may hold together (409 beyond)"
+    )
+    checkout_max_open_sessions_per_user: int = setting(
+        "CHECKOUT_MAX_OPEN_SESSIONS_PER_USER", 3, "Open checkouts holding stock per user (409 beyond)"
+    )
+    checkout_max_held_units_per_address: int = setting(
+        "CHECKOUT_MAX_HELD_UNITS_PER_ADDRESS",
+        60,
+        "Units the open checkouts of one client address (IPv6 by /64) may hold together, whatever the user",
     )
     reservation_sweep_interval_seconds: float = setting(
         "RESERVATION_SWEEP_INTERVAL_SECONDS",
@@ -334,9 +368,17 @@ def validate(s: Settings) -> list[str]:
         ("RATE_LIMIT_WEBHOOK_MAX", s.rate_limit_webhook_max),
         ("RATE_LIMIT_PUBLIC_MAX", s.rate_limit_public_max),
         ("RATE_LIMIT_AUTH_MAX", s.rate_limit_auth_max),
+        ("RATE_LIMIT_AUTH_ACCOUNT_MAX", s.rate_limit_auth_account_max),
         ("RATE_LIMIT_CHECKOUT_MAX", s.rate_limit_checkout_max),
         ("RATE_LIMIT_MAX_KEYS", s.rate_limit_max_keys),
         ("STRIPE_WEBHOOK_TOLERANCE", s.stripe_webhook_tolerance),
+        ("HTTP_HEAD_TIMEOUT_SECONDS", s.http_head_timeout_seconds),
+        ("HTTP_BODY_TIMEOUT_SECONDS", s.http_body_timeout_seconds),
+        ("HTTP_KEEPALIVE_TIMEOUT_SECONDS", s.http_keepalive_timeout_seconds),
+        ("HTTP_MAX_CONNECTIONS", s.http_max_connections),
+        ("CHECKOUT_MAX_HELD_UNITS_PER_USER", s.checkout_max_held_units_per_user),
+        ("CHECKOUT_MAX_OPEN_SESSIONS_PER_USER", s.checkout_max_open_sessions_per_user),
+        ("CHECKOUT_MAX_HELD_UNITS_PER_ADDRESS", s.checkout_max_held_units_per_address),
     ):
         if value <= 0:
             problems.append(f"{name}: must be positive")

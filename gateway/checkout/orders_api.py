@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway import context, keys
 from gateway.checkout.validation import Problems
 from gateway.errors import NotFound, Unauthorized
+from gateway.input_rules import parse_ascii_int, timestamp_problem
 from gateway.orders import state_machine as t
 from gateway.orders.queries import valid_uuid
 from gateway.responses import NO_STORE, json_response
@@ -115,7 +116,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str] | None:
     except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
         return None
     uid = valid_uuid(order_id) if isinstance(order_id, str) else None
-    if uid is None or when.tzinfo is None:
+    if uid is None or when.tzinfo is None or timestamp_problem(when) is not None:
         return None
     return when, uid
 
@@ -129,10 +130,11 @@ async def list_orders(request: web.Request) -> web.Response:
     limit = DEFAULT_PAGE
     raw_limit = request.query.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        parsed = parse_ascii_int(raw_limit)
+        if parsed is None or not 1 <= parsed <= MAX_PAGE:
             problems.add("limit", f"an integer from 1 to {MAX_PAGE}")
         else:
-            limit = int(raw_limit)
+            limit = parsed
     after: tuple[datetime, str] | None = None
     raw_cursor = request.query.get("cursor")
     if raw_cursor is not None:

@@ -8,8 +8,8 @@ import logging
 import stripe
 from aiohttp import web
 
-from gateway import context, keys
-from gateway.checkout import orders_api, service
+from gateway import client_address, context, keys
+from gateway.checkout import holds, orders_api, service
 from gateway.checkout.validation import idempotency_key, parse_checkout, read_json_object
 from gateway.errors import ApiError, ServiceUnavailable, Unauthorized
 from gateway.middleware import add_routes
@@ -42,7 +42,15 @@ async def create_checkout_session(request: web.Request) -> web.Response:
         raise ServiceUnavailable("Payments are not configured", code="payments_unavailable")
 
     async with request.app[keys.DB_POOL].acquire() as con:
-        result = await service.reserve(con, settings, user_id, req, idempotency_key=key, request_id=ctx.request_id)
+        result = await service.reserve(
+            con,
+            settings,
+            user_id,
+            req,
+            client=holds.client_key(client_address.rate_limit_key(ctx.client_ip)),
+            idempotency_key=key,
+            request_id=ctx.request_id,
+        )
     if isinstance(result, service.CheckoutAnswer):
         context.bind(orderId=result.body.get("order_id"))
         return _json(

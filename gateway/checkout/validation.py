@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import BadRequest, ValidationFailed
+from gateway.input_rules import refuse_unstorable
 from gateway.settings import Settings
 
 MAX_ITEMS = 50
@@ -49,6 +50,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise BadRequest("The body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationFailed("The body must be a JSON object", details=[{"field": "", "problem": "not an object"}])
+    refuse_unstorable(body)
     return body
 
 
