@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import stripe
 from aiohttp import web
@@ -111,3 +111,12 @@ class Backoff:
 
 
 DEFAULT_BACKOFF = Backoff()
+
+
+def raw_object(obj: stripe.StripeObject) -> dict[str, Any]:
+    """An API object as Stripe sent it (the response's JSON), else the SDK object's data as plain JSON values."""
+    response = obj.last_response
+    data = getattr(response, "data", None)
+    if isinstance(data, dict) and data.get("id") == getattr(obj, "id", None):
+        return dict(data)
+    return obj.to_dict(for_json=True)
