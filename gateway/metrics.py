@@ -174,7 +174,7 @@ EMAILS_FAILED = Counter(
 
 # --- Stripe account operations (gateway/stripe_account/, gateway/stripe_client.py)
 STRIPE_API_RATE_LIMITED = Counter(
-    "stripe_api_rate_limited_total", "Stripe API calls answered 429 (rate limited), by operation", ["operation"]
+    "stripe_requests_rate_limited_total", "Stripe API calls answered 429 (rate limited), by operation", ["operation"]
 )
 STRIPE_EVENT_API_VERSIONS = Counter(
     "stripe_webhook_event_api_versions_total",

@@ -152,7 +152,7 @@ async def test_ensure_waits_on_429_as_retry_after_says(settings: Settings, fake_
     async def record(seconds: float) -> None:
         waits.append(seconds)
 
-    before = sample("stripe_api_rate_limited_total", {"operation": "webhook_endpoints.list"})
+    before = sample("stripe_requests_rate_limited_total", {"operation": "webhook_endpoints.list"})
     fake_stripe.fail_next(2, status=429, method="GET", path="/v1/webhook_endpoints", retry_after=7)
     fake_stripe.fail_next(1, status=429, method="POST", path="/v1/webhook_endpoints")  # no Retry-After: 1 s
     client = fake_stripe.sdk_client()
@@ -165,7 +165,7 @@ async def test_ensure_waits_on_429_as_retry_after_says(settings: Settings, fake_
 
     assert waits == [7.0, 7.0, 1.0]
     assert report.secret is not None and len(fake_stripe.webhook_endpoints) == 1
-    assert sample("stripe_api_rate_limited_total", {"operation": "webhook_endpoints.list"}) == before + 2
+    assert sample("stripe_requests_rate_limited_total", {"operation": "webhook_endpoints.list"}) == before + 2
 
 
 async def test_429_without_end_gives_up(settings: Settings, fake_stripe: FakeStripe) -> None:
