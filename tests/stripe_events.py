@@ -600,4 +600,3 @@ def invoice(
 
 def _is_basil_or_later(api_version: str) -> bool:
     return api_version[:10] >= "2025-03-31"
-

@@ -38,9 +38,7 @@ def test_plans() -> Iterator[plans.PlanMap]:
 async def deliver(pool: asyncpg.Pool, event: dict[str, Any], *, app_source: str = "website") -> IngestResult:
     """What the webhook view does after the signature check: parse the envelope and ingest it."""
     parsed = parse_event(json.dumps(event).encode(), required_livemode=None)
-    return await ingest(
-        pool, parsed, request_id="req-test-0001", handlers_enabled=True, app_source=app_source
-    )
+    return await ingest(pool, parsed, request_id="req-test-0001", handlers_enabled=True, app_source=app_source)
 
 
 def event(type_: str, obj: dict[str, Any], created: int, event_id: str | None = None) -> dict[str, Any]:

@@ -70,6 +70,7 @@ async def test_resync_of_a_subscription_whose_events_are_older_than_30_days(
         ]
         ledger = await con.fetchrow("SELECT * FROM webhook_events WHERE stripe_event_id = $1", event["event_id"])
         assert ledger["type"] == "customer.subscription.deleted" and ledger["request_id"] == result.json["request_id"]
+        assert ledger["origin"] == "resync"
         assert ledger["payload"]["data"]["object"] == canceled
     (fetch,) = fake_stripe.requests_to("GET", f"/v1/subscriptions/{sub_id}")
     assert fetch.stripe_version == settings.stripe_api_version

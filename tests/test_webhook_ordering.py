@@ -139,9 +139,7 @@ async def pool(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 async def _deliver(pool: asyncpg.Pool, events: list[dict[str, Any]]) -> None:
     for event in events:
-        result = await ingest(
-            pool, to_event(event), request_id=None, handlers_enabled=True, app_source="website"
-        )
+        result = await ingest(pool, to_event(event), request_id=None, handlers_enabled=True, app_source="website")
         assert result.status in ("processed", "stale", "ignored"), (event["type"], result)
         assert result.status != "ignored", (event["type"], result)  # every event must find its order
 
