@@ -49,11 +49,19 @@ def _spec(args: argparse.Namespace, settings: Settings) -> endpoint.EndpointSpec
     return endpoint.EndpointSpec.for_url(url, settings.stripe_api_version)
 
 
-def _with_client(settings: Settings, job: Callable[[stripe.StripeClient], Awaitable[int]]) -> int:
+def _endpoint_command(
+    args: argparse.Namespace,
+    settings: Settings,
+    job: Callable[[stripe.StripeClient, endpoint.EndpointSpec], Awaitable[int]],
+) -> int:
+    spec = _spec(args, settings)
+    if spec is None:
+        return USAGE
+
     async def run() -> int:
         client = build_stripe_client(settings)
         try:
-            return await job(client)
+            return await job(client, spec)
         except stripe.StripeError as exc:
             _error(f"Stripe answered {exc.http_status}: {type(exc).__name__}: {exc.user_message or exc}")
             return FAILED
@@ -63,34 +71,28 @@ def _with_client(settings: Settings, job: Callable[[stripe.StripeClient], Awaita
     return asyncio.run(run())
 
 
+async def _ensure(client: stripe.StripeClient, spec: endpoint.EndpointSpec) -> int:
+    report = await endpoint.ensure(client, spec)
+    print_json(report.as_dict())
+    if not report.changes:
+        _error("nothing to change: the endpoint matches the code")
+    return OK
+
+
+async def _check(client: stripe.StripeClient, spec: endpoint.EndpointSpec) -> int:
+    report = await endpoint.check(client, spec)
+    print_json(report.as_dict())
+    for difference in report.differences:
+        _error(f"{difference.code}: {difference.detail} {' '.join(difference.values)}".rstrip())
+    return FAILED if report.differences else OK
+
+
 def cmd_endpoint_ensure(args: argparse.Namespace, settings: Settings) -> int:
-    spec = _spec(args, settings)
-    if spec is None:
-        return USAGE
-
-    async def job(client: stripe.StripeClient) -> int:
-        report = await endpoint.ensure(client, spec)
-        print_json(report.as_dict())
-        if not report.changes:
-            _error("nothing to change: the endpoint matches the code")
-        return OK
-
-    return _with_client(settings, job)
+    return _endpoint_command(args, settings, _ensure)
 
 
 def cmd_endpoint_check(args: argparse.Namespace, settings: Settings) -> int:
-    spec = _spec(args, settings)
-    if spec is None:
-        return USAGE
-
-    async def job(client: stripe.StripeClient) -> int:
-        report = await endpoint.check(client, spec)
-        print_json(report.as_dict())
-        for difference in report.differences:
-            _error(f"{difference.code}: {difference.detail} {' '.join(difference.values)}".rstrip())
-        return FAILED if report.differences else OK
-
-    return _with_client(settings, job)
+    return _endpoint_command(args, settings, _check)
 
 
 def cmd_resync(args: argparse.Namespace, settings: Settings) -> int:

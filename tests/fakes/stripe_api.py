@@ -546,16 +546,7 @@ class FakeStripe:
     # ---- webhook endpoints -----------------------------------------------------------------------------
 
     def _webhook_endpoint(self, endpoint_id: str) -> dict[str, Any]:
-        endpoint = self.webhook_endpoints.get(endpoint_id)
-        if endpoint is None:
-            raise StripeFakeError(
-                404,
-                "invalid_request_error",
-                f"No such webhook endpoint: '{endpoint_id}'",
-                code="resource_missing",
-                param="id",
-            )
-        return endpoint
+        return _stored(self.webhook_endpoints, endpoint_id, "webhook endpoint")
 
     def _webhook_endpoints(
         self, method: str, rest: list[str], params: dict[str, Any], query: dict[str, Any]
@@ -644,16 +635,7 @@ class FakeStripe:
 
     def _retrieve(self, resource: str, object_id: str, query: dict[str, Any]) -> dict[str, Any]:
         store = {"subscriptions": self.subscriptions, "payment_intents": self.payment_intents, "charges": self.charges}
-        found = store[resource].get(object_id)
-        if found is None:
-            name = {"subscriptions": "subscription", "payment_intents": "payment_intent", "charges": "charge"}
-            raise StripeFakeError(
-                404,
-                "invalid_request_error",
-                f"No such {name[resource]}: '{object_id}'",
-                code="resource_missing",
-                param="id",
-            )
+        found = _stored(store[resource], object_id, resource.removesuffix("s"))
         result = copy.deepcopy(found)
         expand = query.get("expand") if isinstance(query.get("expand"), list) else []
         if resource == "payment_intents" and "latest_charge" in expand and result.get("latest_charge"):
@@ -679,16 +661,7 @@ class FakeStripe:
     # ---- checkout sessions -------------------------------------------------------------------------------
 
     def _session(self, session_id: str) -> dict[str, Any]:
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise StripeFakeError(
-                404,
-                "invalid_request_error",
-                f"No such checkout.session: '{session_id}'",
-                code="resource_missing",
-                param="session",
-            )
-        return session
+        return _stored(self.sessions, session_id, "checkout.session", param="session")
 
     def _line_amounts(self, items: Any) -> tuple[int, str | None, list[dict[str, Any]]]:
         if not isinstance(items, list) or not items:
@@ -861,16 +834,6 @@ class FakeStripe:
         )
 
     def _list_events(self, query: dict[str, Any]) -> dict[str, Any]:
-        limit = _int_param(query, "limit")
-        limit = 10 if limit is None else limit
-        if not 1 <= limit <= 100:
-            raise StripeFakeError(
-                400,
-                "invalid_request_error",
-                "Invalid limit: must be between 1 and 100",
-                code="parameter_invalid_integer",
-                param="limit",
-            )
         # Newest first; equal `created` keeps the latest-added first (Stripe's order for one second is by id).
         ordered = [e for _, e in sorted(enumerate(self.events), key=lambda p: (-int(p[1]["created"]), -p[0]))]
         created = query.get("created")
@@ -905,43 +868,22 @@ class FakeStripe:
                 return False
             return not types or any(_type_matches(str(event.get("type", "")), t) for t in types)
 
-        matching = [e for e in ordered if keep(e)]
-        ids = [e["id"] for e in matching]
-        if query.get("starting_after"):
-            cursor = str(query["starting_after"])
-            if cursor not in ids:
-                raise StripeFakeError(
-                    400,
-                    "invalid_request_error",
-                    f"No such event: '{cursor}'",
-                    code="resource_missing",
-                    param="starting_after",
-                )
-            start = ids.index(cursor) + 1
-            page = matching[start : start + limit]
-            has_more = start + limit < len(matching)
-        elif query.get("ending_before"):
-            cursor = str(query["ending_before"])
-            if cursor not in ids:
-                raise StripeFakeError(
-                    400,
-                    "invalid_request_error",
-                    f"No such event: '{cursor}'",
-                    code="resource_missing",
-                    param="ending_before",
-                )
-            end = ids.index(cursor)
-            page = matching[max(0, end - limit) : end]
-            has_more = end - limit > 0
-        else:
-            page = matching[:limit]
-            has_more = limit < len(matching)
-        return {"object": "list", "data": copy.deepcopy(page), "has_more": has_more, "url": "/v1/events"}
+        return _page([e for e in ordered if keep(e)], query, "/v1/events", "event")
 
 
 MAX_EVENT_TYPES_FILTER = 20  # `types` of GET /v1/events takes at most 20 event types
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 _EVENT_TYPE = re.compile(r"^(\*|[a-z_0-9]+(\.[a-z_0-9]+)*(\.\*)?)$")
+
+
+def _stored(store: dict[str, dict[str, Any]], object_id: str, noun: str, *, param: str = "id") -> dict[str, Any]:
+    """The stored object, or Stripe's 404 `resource_missing` answer."""
+    found = store.get(object_id)
+    if found is None:
+        raise StripeFakeError(
+            404, "invalid_request_error", f"No such {noun}: '{object_id}'", code="resource_missing", param=param
+        )
+    return found
 
 
 def _only(params: dict[str, Any], allowed: set[str]) -> None:
@@ -979,8 +921,9 @@ def _enabled_events_param(params: dict[str, Any]) -> list[str] | None:
     return [str(e) for e in events]
 
 
-def _page(items: list[dict[str, Any]], query: dict[str, Any], url: str) -> dict[str, Any]:
-    """A Stripe list page of `items` (already in list order): `limit` (1..100, default 10), `starting_after`."""
+def _page(items: list[dict[str, Any]], query: dict[str, Any], url: str, noun: str = "object") -> dict[str, Any]:
+    """A Stripe list page of `items` (already in list order): `limit` (1..100, default 10), `starting_after`,
+    `ending_before`."""
     limit = _int_param(query, "limit")
     limit = 10 if limit is None else limit
     if not 1 <= limit <= 100:
@@ -991,21 +934,26 @@ def _page(items: list[dict[str, Any]], query: dict[str, Any], url: str) -> dict[
             code="parameter_invalid_integer",
             param="limit",
         )
-    start = 0
-    if query.get("starting_after"):
-        ids = [item["id"] for item in items]
-        cursor = str(query["starting_after"])
-        if cursor not in ids:
+    ids = [item["id"] for item in items]
+    for cursor_param in ("starting_after", "ending_before"):
+        cursor = query.get(cursor_param)
+        if cursor and str(cursor) not in ids:
             raise StripeFakeError(
                 400,
                 "invalid_request_error",
-                f"No such object: '{cursor}'",
+                f"No such {noun}: '{cursor}'",
                 code="resource_missing",
-                param="starting_after",
+                param=cursor_param,
             )
-        start = ids.index(cursor) + 1
-    page = items[start : start + limit]
-    return {"object": "list", "data": copy.deepcopy(page), "has_more": start + limit < len(items), "url": url}
+    if query.get("starting_after"):
+        start = ids.index(str(query["starting_after"])) + 1
+        page, has_more = items[start : start + limit], start + limit < len(items)
+    elif query.get("ending_before"):
+        end = ids.index(str(query["ending_before"]))
+        page, has_more = items[max(0, end - limit) : end], end - limit > 0
+    else:
+        page, has_more = items[:limit], limit < len(items)
+    return {"object": "list", "data": copy.deepcopy(page), "has_more": has_more, "url": url}
 
 
 def _type_matches(event_type: str, pattern: str) -> bool:
