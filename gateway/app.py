@@ -26,6 +26,7 @@ from gateway.notifications.order_emails import order_emails_ctx
 from gateway.openapi import routes as openapi_routes
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.settings import Settings
+from gateway.stripe_account.watchdog import watchdog_ctx
 from gateway.stripe_client import stripe_client_ctx
 from gateway.support.reservations import sweep_expired
 from gateway.webhooks.view import stripe_webhook
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
             relay_ctx,  # EVENT_BRIDGE_DATABASE_URL set: outbox -> external bridge database
             order_emails_ctx,  # SMTP_URL set: ORDER_PAID -> confirmation e-mail
             lifecycle_ctx,
+            watchdog_ctx,  # STRIPE_WATCHDOG_INTERVAL_SECONDS > 0: missed webhooks fetched from the Events API
             metrics_listener_ctx,
         ]
     )

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     catalog_commands.register(sub)
     accounts_commands.register(sub)
+    from gateway.stripe_account import commands as stripe_commands
+
+    stripe_commands.register(sub)
     return parser
 
 

@@ -195,3 +195,32 @@ SLOW_CLIENTS = Counter(
     "HTTP_BODY_TIMEOUT_SECONDS)",
     ["phase"],
 )
+
+# --- Stripe account operations (gateway/stripe_account/, gateway/stripe_client.py)
+STRIPE_API_RATE_LIMITED = Counter(
+    "stripe_requests_rate_limited_total", "Stripe API calls answered 429 (rate limited), by operation", ["operation"]
+)
+STRIPE_EVENT_API_VERSIONS = Counter(
+    "stripe_webhook_event_api_versions_total",
+    "Webhook events by their Stripe api_version, and whether it is STRIPE_API_VERSION (pinned: true/false)",
+    ["api_version", "pinned"],
+)
+STRIPE_WATCHDOG_RUNS = Counter(
+    "stripe_watchdog_runs_total",
+    "Missed-webhook watchdog rounds, by outcome (ok, error, locked: another replica held the lock)",
+    ["outcome"],
+)
+STRIPE_WATCHDOG_MISSED = Counter(
+    "stripe_watchdog_missed_events_total",
+    "Events of handled types that Stripe's Events API lists and the ledger lacked, fed in by the watchdog",
+)
+STRIPE_WATCHDOG_LAST_MISSED = Gauge(
+    "stripe_watchdog_last_missed_events", "Missed events the last completed watchdog round of this process found"
+)
+STRIPE_WATCHDOG_OLDEST_MISSED_AGE = Gauge(
+    "stripe_watchdog_oldest_missed_age_seconds",
+    "Age of the oldest missed event the last completed watchdog round found (0: none)",
+)
+STRIPE_WATCHDOG_LAST_SUCCESS = Gauge(
+    "stripe_watchdog_last_success_timestamp_seconds", "Unix time of this process's last completed watchdog round"
+)

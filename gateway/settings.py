@@ -168,6 +168,19 @@ class Settings:
         "Kill switch: false records verified events as received, changes nothing",
     )
     app_source: str = setting("APP_SOURCE", "website", "`app_source` written on bridge events")
+    stripe_webhook_url: str | None = setting(
+        "STRIPE_WEBHOOK_URL",
+        None,
+        "Public URL of the webhook endpoint in Stripe (`gateway stripe endpoint ensure/check` without --url)",
+    )
+    stripe_watchdog_interval_seconds: float = setting(
+        "STRIPE_WATCHDOG_INTERVAL_SECONDS",
+        300.0,
+        "Period of the missed-webhook watchdog (Events API vs ledger, one replica at a time); 0 disables",
+    )
+    stripe_watchdog_lookback_seconds: int = setting(
+        "STRIPE_WATCHDOG_LOOKBACK_SECONDS", 3600, "How far back each watchdog round lists Stripe's events (max 30 days)"
+    )
     # --- stock ---
     reservation_ttl_seconds: int = setting(
         "RESERVATION_TTL_SECONDS", 1800, "How long checkout stock stays held (Stripe's minimum is 1800)"
@@ -384,6 +397,12 @@ def validate(s: Settings) -> list[str]:
             problems.append(f"{name}: must be positive")
     if not 0 < s.db_lock_timeout < s.db_command_timeout:
         problems.append("DB_LOCK_TIMEOUT: must be positive and below DB_COMMAND_TIMEOUT")
+    if s.stripe_watchdog_interval_seconds < 0:
+        problems.append("STRIPE_WATCHDOG_INTERVAL_SECONDS: must be 0 (off) or positive")
+    if not 300 <= s.stripe_watchdog_lookback_seconds <= 30 * 86400:
+        problems.append("STRIPE_WATCHDOG_LOOKBACK_SECONDS: must be between 300 and 2592000 (Stripe keeps 30 days)")
+    if s.stripe_webhook_url is not None and not s.stripe_webhook_url.startswith(("https://", "http://")):
+        problems.append("STRIPE_WEBHOOK_URL: must be an http(s):// URL")
     if s.rate_limit_store == "redis" and not s.redis_url:
         problems.append("REDIS_URL: required when RATE_LIMIT_STORE=redis")
     for cidr in s.trusted_proxies:

@@ -24,6 +24,18 @@ from typing import Any
 
 JsonObject = Mapping[str, Any]
 
+# The API versions this module reads, each tested on fixtures of its shape (tests/test_stripe_payload.py), oldest
+# first. The last is the newest version a webhook endpoint may be pinned to: `gateway stripe endpoint ensure`
+# refuses a newer STRIPE_API_VERSION until fixtures of it are added here and pass (runbook: STRIPE_API_VERSION).
+READ_API_VERSIONS: tuple[str, ...] = ("2019-12-03", "2020-03-02", "2020-08-27", "2022-08-01", "2025-03-31.basil")
+NEWEST_READ_API_VERSION = READ_API_VERSIONS[-1]
+
+
+def reads_api_version(version: str) -> bool:
+    """Whether payloads of `version` are read here: a listed version, or one between two listed versions."""
+    return READ_API_VERSIONS[0] <= version <= NEWEST_READ_API_VERSION
+
+
 # ----------------------------------------------------------------------------------------------- primitives
 
 

@@ -37,6 +37,7 @@ BASE_ENV: dict[str, str] = {
     "JWT_ISSUER": TEST_ISSUER,
     "JWT_AUDIENCE": TEST_AUDIENCE,
     "RESERVATION_SWEEP_INTERVAL_SECONDS": "0",
+    "STRIPE_WATCHDOG_INTERVAL_SECONDS": "0",  # never calls Stripe unless a test points it at the fake
     "DB_POOL_MIN": "1",
     "DB_POOL_MAX": "10",
 }

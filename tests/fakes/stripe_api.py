@@ -31,6 +31,18 @@ Endpoints
                                              `types[]`, `limit` (1..100, default 10), `starting_after`,
                                              `ending_before`, `has_more`
 - GET  /v1/events/{id}                       retrieve
+- POST /v1/webhook_endpoints                 create (`url`, `enabled_events` required; `api_version` optional); the
+                                             `secret` is in this answer only, as Stripe
+- GET  /v1/webhook_endpoints                 list, newest first (`limit`, `starting_after`)
+- GET  /v1/webhook_endpoints/{id}            retrieve (no secret)
+- POST /v1/webhook_endpoints/{id}            update: `url`, `enabled_events`, `disabled`, `description`, `metadata`
+                                             only (an endpoint's `api_version` cannot be changed: 400, as Stripe)
+- DELETE /v1/webhook_endpoints/{id}          delete
+- GET  /v1/subscriptions/{id}                retrieve (`add_subscription`)
+- GET  /v1/subscriptions                     list: `customer`, `status` (default: every status but canceled;
+                                             `all`), `limit`, `starting_after`
+- GET  /v1/payment_intents/{id}              retrieve (`add_payment_intent`), `expand[]=latest_charge`
+- GET  /v1/charges/{id}                      retrieve (`add_charge`)
 Anything else answers Stripe's 404 "Unrecognized request URL".
 
 Every request is recorded in `fake.requests` (method, path, decoded query and form params with Stripe's
@@ -47,7 +59,8 @@ Helpers: `complete_session(id, payment_intent=...)` (what Stripe does when the c
 `add_event(s)` (preload the Events API), `requests_to(method, path)`, `wait_for_requests(n)`,
 `sdk_client(...)` / `close_sdk_client(...)`.
 
-Faults: `fail_next(n, status=500, ...)` answers the next n matching requests with a Stripe error body;
+Faults: `fail_next(n, status=500, ...)` answers the next n matching requests with a Stripe error body (a 429
+with `retry_after=` carries Stripe's `Retry-After` header);
 `delay_next(n, seconds)` delays them. Fault answers are produced before the endpoint runs and are never stored
 under the idempotency key (as when Stripe fails before executing), so a retry with the same key succeeds.
 """
@@ -236,6 +249,10 @@ class FakeStripe:
         self.session_params: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.prices: dict[str, dict[str, Any]] = {}
+        self.webhook_endpoints: dict[str, dict[str, Any]] = {}  # without their secret (Stripe shows it once)
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.payment_intents: dict[str, dict[str, Any]] = {}
+        self.charges: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
         self._idempotent: dict[tuple[str, str], _Stored] = {}
         self._in_flight: set[tuple[str, str]] = set()
@@ -256,6 +273,7 @@ class FakeStripe:
         method: str | None = None,
         path: str | None = None,
         should_retry: bool | None = None,
+        retry_after: int | None = None,
     ) -> None:
         """Answer the next `n` matching requests with `status` and a Stripe error body.
 
@@ -274,6 +292,8 @@ class FakeStripe:
         if status == 429 and code is None:
             code = "rate_limit"
         headers = {} if should_retry is None else {"Stripe-Should-Retry": "true" if should_retry else "false"}
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         self._faults.append(
             Fault(
                 remaining=n,
@@ -318,6 +338,17 @@ class FakeStripe:
     def add_events(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:
             self.add_event(event)
+
+    def add_subscription(self, subscription: dict[str, Any]) -> None:
+        """Store a subscription object for GET /v1/subscriptions[/{id}] (replaces one with the same id)."""
+        self.subscriptions[subscription["id"]] = copy.deepcopy(subscription)
+
+    def add_payment_intent(self, payment_intent: dict[str, Any]) -> None:
+        """Store a payment intent for GET /v1/payment_intents/{id} (`latest_charge`: an id of `add_charge`)."""
+        self.payment_intents[payment_intent["id"]] = copy.deepcopy(payment_intent)
+
+    def add_charge(self, charge: dict[str, Any]) -> None:
+        self.charges[charge["id"]] = copy.deepcopy(charge)
 
     async def wait_for_requests(self, count: int) -> None:
         """Wait until at least `count` requests have reached the fake (wrap in asyncio.timeout if needed)."""
@@ -499,6 +530,12 @@ class FakeStripe:
             return 200, self._list_events(record.query)
         if len(parts) == 3 and parts[:2] == ["v1", "events"] and method == "GET":
             return 200, copy.deepcopy(self._event(parts[2]))
+        if parts[:2] == ["v1", "webhook_endpoints"]:
+            return self._webhook_endpoints(method, parts[2:], record.params, record.query)
+        if parts == ["v1", "subscriptions"] and method == "GET":
+            return 200, self._list_subscriptions(record.query)
+        if len(parts) == 3 and method == "GET" and parts[1] in ("subscriptions", "payment_intents", "charges"):
+            return 200, self._retrieve(parts[1], parts[2], record.query)
         raise StripeFakeError(
             404,
             "invalid_request_error",
@@ -506,19 +543,125 @@ class FakeStripe:
             "help at https://support.stripe.com/.",
         )
 
+    # ---- webhook endpoints -----------------------------------------------------------------------------
+
+    def _webhook_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        return _stored(self.webhook_endpoints, endpoint_id, "webhook endpoint")
+
+    def _webhook_endpoints(
+        self, method: str, rest: list[str], params: dict[str, Any], query: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if not rest and method == "POST":
+            return 200, self._create_webhook_endpoint(params)
+        if not rest and method == "GET":
+            ordered = sorted(self.webhook_endpoints.values(), key=lambda e: (-int(e["created"]), e["id"]))
+            return 200, _page(ordered, query, "/v1/webhook_endpoints")
+        if len(rest) == 1 and method == "GET":
+            return 200, copy.deepcopy(self._webhook_endpoint(rest[0]))
+        if len(rest) == 1 and method == "POST":
+            return 200, self._update_webhook_endpoint(rest[0], params)
+        if len(rest) == 1 and method == "DELETE":
+            self._webhook_endpoint(rest[0])
+            del self.webhook_endpoints[rest[0]]
+            return 200, {"id": rest[0], "object": "webhook_endpoint", "deleted": True}
+        raise StripeFakeError(404, "invalid_request_error", f"Unrecognized request URL ({method}).")
+
+    def _create_webhook_endpoint(self, params: dict[str, Any]) -> dict[str, Any]:
+        _only(params, {"url", "enabled_events", "api_version", "description", "metadata", "connect", "expand"})
+        url = _url_param(params)
+        if url is None:
+            raise StripeFakeError(
+                400, "invalid_request_error", "Missing required param: url.", code="parameter_missing", param="url"
+            )
+        events = _enabled_events_param(params)
+        if events is None:
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                "Missing required param: enabled_events.",
+                code="parameter_missing",
+                param="enabled_events",
+            )
+        version = params.get("api_version")
+        if version is not None and not _API_VERSION.match(str(version)):
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                f"Invalid api_version: {version}",
+                code="parameter_invalid",
+                param="api_version",
+            )
+        endpoint_id = "we_" + _token(24)
+        endpoint: dict[str, Any] = {
+            "id": endpoint_id,
+            "object": "webhook_endpoint",
+            "api_version": version,
+            "application": None,
+            "created": int(time.time()),
+            "description": params.get("description"),
+            "enabled_events": events,
+            "livemode": self.livemode,
+            "metadata": params.get("metadata") if isinstance(params.get("metadata"), dict) else {},
+            "status": "enabled",
+            "url": url,
+        }
+        self.webhook_endpoints[endpoint_id] = endpoint
+        return {**copy.deepcopy(endpoint), "secret": "whsec_" + _token(32)}
+
+    def _update_webhook_endpoint(self, endpoint_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        endpoint = self._webhook_endpoint(endpoint_id)
+        _only(params, {"url", "enabled_events", "disabled", "description", "metadata", "expand"})
+        if "url" in params:
+            url = _url_param(params)
+            if url is None:
+                raise StripeFakeError(400, "invalid_request_error", "Invalid URL", param="url")
+            endpoint["url"] = url
+        if "enabled_events" in params:
+            events = _enabled_events_param(params)
+            if events is None:
+                raise StripeFakeError(400, "invalid_request_error", "Invalid enabled_events", param="enabled_events")
+            endpoint["enabled_events"] = events
+        if "disabled" in params:
+            if params["disabled"] not in ("true", "false"):
+                raise StripeFakeError(400, "invalid_request_error", "Invalid boolean", param="disabled")
+            endpoint["status"] = "disabled" if params["disabled"] == "true" else "enabled"
+        if "description" in params:
+            endpoint["description"] = params["description"] or None
+        if isinstance(params.get("metadata"), dict):
+            endpoint["metadata"].update(params["metadata"])
+        return copy.deepcopy(endpoint)
+
+    # ---- objects: subscriptions, payment intents, charges -----------------------------------------------
+
+    def _retrieve(self, resource: str, object_id: str, query: dict[str, Any]) -> dict[str, Any]:
+        store = {"subscriptions": self.subscriptions, "payment_intents": self.payment_intents, "charges": self.charges}
+        found = _stored(store[resource], object_id, resource.removesuffix("s"))
+        result = copy.deepcopy(found)
+        expand = query.get("expand") if isinstance(query.get("expand"), list) else []
+        if resource == "payment_intents" and "latest_charge" in expand and result.get("latest_charge"):
+            result["latest_charge"] = copy.deepcopy(self.charges[result["latest_charge"]])
+        return result
+
+    def _list_subscriptions(self, query: dict[str, Any]) -> dict[str, Any]:
+        status = str(query.get("status") or "")
+        customer = query.get("customer")
+
+        def keep(sub: dict[str, Any]) -> bool:
+            if customer is not None and sub.get("customer") != customer:
+                return False
+            if status == "all":
+                return True
+            return sub.get("status") == status if status else sub.get("status") != "canceled"
+
+        ordered = sorted(
+            (s for s in self.subscriptions.values() if keep(s)), key=lambda s: (-int(s.get("created", 0)), s["id"])
+        )
+        return _page(ordered, query, "/v1/subscriptions")
+
     # ---- checkout sessions -------------------------------------------------------------------------------
 
     def _session(self, session_id: str) -> dict[str, Any]:
-        session = self.sessions.get(session_id)
-        if session is None:
-            raise StripeFakeError(
-                404,
-                "invalid_request_error",
-                f"No such checkout.session: '{session_id}'",
-                code="resource_missing",
-                param="session",
-            )
-        return session
+        return _stored(self.sessions, session_id, "checkout.session", param="session")
 
     def _line_amounts(self, items: Any) -> tuple[int, str | None, list[dict[str, Any]]]:
         if not isinstance(items, list) or not items:
@@ -691,16 +834,6 @@ class FakeStripe:
         )
 
     def _list_events(self, query: dict[str, Any]) -> dict[str, Any]:
-        limit = _int_param(query, "limit")
-        limit = 10 if limit is None else limit
-        if not 1 <= limit <= 100:
-            raise StripeFakeError(
-                400,
-                "invalid_request_error",
-                "Invalid limit: must be between 1 and 100",
-                code="parameter_invalid_integer",
-                param="limit",
-            )
         # Newest first; equal `created` keeps the latest-added first (Stripe's order for one second is by id).
         ordered = [e for _, e in sorted(enumerate(self.events), key=lambda p: (-int(p[1]["created"]), -p[0]))]
         created = query.get("created")
@@ -716,6 +849,14 @@ class FakeStripe:
         if query.get("type"):
             types.add(str(query["type"]))
         if isinstance(query.get("types"), list):
+            if len(query["types"]) > MAX_EVENT_TYPES_FILTER:
+                raise StripeFakeError(
+                    400,
+                    "invalid_request_error",
+                    f"Invalid array: types must have at most {MAX_EVENT_TYPES_FILTER} elements",
+                    code="parameter_invalid",
+                    param="types",
+                )
             types.update(str(t) for t in query["types"])
 
         def keep(event: dict[str, Any]) -> bool:
@@ -727,38 +868,92 @@ class FakeStripe:
                 return False
             return not types or any(_type_matches(str(event.get("type", "")), t) for t in types)
 
-        matching = [e for e in ordered if keep(e)]
-        ids = [e["id"] for e in matching]
-        if query.get("starting_after"):
-            cursor = str(query["starting_after"])
-            if cursor not in ids:
-                raise StripeFakeError(
-                    400,
-                    "invalid_request_error",
-                    f"No such event: '{cursor}'",
-                    code="resource_missing",
-                    param="starting_after",
-                )
-            start = ids.index(cursor) + 1
-            page = matching[start : start + limit]
-            has_more = start + limit < len(matching)
-        elif query.get("ending_before"):
-            cursor = str(query["ending_before"])
-            if cursor not in ids:
-                raise StripeFakeError(
-                    400,
-                    "invalid_request_error",
-                    f"No such event: '{cursor}'",
-                    code="resource_missing",
-                    param="ending_before",
-                )
-            end = ids.index(cursor)
-            page = matching[max(0, end - limit) : end]
-            has_more = end - limit > 0
-        else:
-            page = matching[:limit]
-            has_more = limit < len(matching)
-        return {"object": "list", "data": copy.deepcopy(page), "has_more": has_more, "url": "/v1/events"}
+        return _page([e for e in ordered if keep(e)], query, "/v1/events", "event")
+
+
+MAX_EVENT_TYPES_FILTER = 20  # `types` of GET /v1/events takes at most 20 event types
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+_EVENT_TYPE = re.compile(r"^(\*|[a-z_0-9]+(\.[a-z_0-9]+)*(\.\*)?)$")
+
+
+def _stored(store: dict[str, dict[str, Any]], object_id: str, noun: str, *, param: str = "id") -> dict[str, Any]:
+    """The stored object, or Stripe's 404 `resource_missing` answer."""
+    found = store.get(object_id)
+    if found is None:
+        raise StripeFakeError(
+            404, "invalid_request_error", f"No such {noun}: '{object_id}'", code="resource_missing", param=param
+        )
+    return found
+
+
+def _only(params: dict[str, Any], allowed: set[str]) -> None:
+    for name in params:
+        if name not in allowed:
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {name}",
+                code="parameter_unknown",
+                param=name,
+            )
+
+
+def _url_param(params: dict[str, Any]) -> str | None:
+    url = params.get("url")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        return None
+    return url
+
+
+def _enabled_events_param(params: dict[str, Any]) -> list[str] | None:
+    events = params.get("enabled_events")
+    if not isinstance(events, list) or not events:
+        return None
+    for index, name in enumerate(events):
+        if not isinstance(name, str) or not _EVENT_TYPE.match(name):
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                f"Invalid enabled_events[{index}]: {name}",
+                code="parameter_invalid",
+                param=f"enabled_events[{index}]",
+            )
+    return [str(e) for e in events]
+
+
+def _page(items: list[dict[str, Any]], query: dict[str, Any], url: str, noun: str = "object") -> dict[str, Any]:
+    """A Stripe list page of `items` (already in list order): `limit` (1..100, default 10), `starting_after`,
+    `ending_before`."""
+    limit = _int_param(query, "limit")
+    limit = 10 if limit is None else limit
+    if not 1 <= limit <= 100:
+        raise StripeFakeError(
+            400,
+            "invalid_request_error",
+            "Invalid limit: must be between 1 and 100",
+            code="parameter_invalid_integer",
+            param="limit",
+        )
+    ids = [item["id"] for item in items]
+    for cursor_param in ("starting_after", "ending_before"):
+        cursor = query.get(cursor_param)
+        if cursor and str(cursor) not in ids:
+            raise StripeFakeError(
+                400,
+                "invalid_request_error",
+                f"No such {noun}: '{cursor}'",
+                code="resource_missing",
+                param=cursor_param,
+            )
+    if query.get("starting_after"):
+        start = ids.index(str(query["starting_after"])) + 1
+        page, has_more = items[start : start + limit], start + limit < len(items)
+    elif query.get("ending_before"):
+        end = ids.index(str(query["ending_before"]))
+        page, has_more = items[max(0, end - limit) : end], end - limit > 0
+    else:
+        page, has_more = items[:limit], limit < len(items)
+    return {"object": "list", "data": copy.deepcopy(page), "has_more": has_more, "url": url}
 
 
 def _type_matches(event_type: str, pattern: str) -> bool:
