@@ -497,6 +497,15 @@ def subscription_price_id(sub: JsonObject) -> str | None:
     return id_of(sub.get("plan"))
 
 
+def subscription_first_item(sub: JsonObject) -> tuple[str, str | None] | None:
+    """(item id, price id) of the subscription's first item, the one a plan change swaps; None without items."""
+    for item in _subscription_items(sub):
+        item_id = object_id(item)
+        if item_id is not None:
+            return item_id, id_of(item.get("price")) or id_of(item.get("plan"))
+    return None
+
+
 def subscription_price_ids(sub: JsonObject) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for item in _subscription_items(sub):
