@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     catalog_commands.register(sub)
     accounts_commands.register(sub)
+    from gateway.billing import commands as billing_commands
+
+    billing_commands.register(sub)
     return parser
 
 

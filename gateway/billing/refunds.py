@@ -39,12 +39,12 @@ FOR UPDATE
 """
 # What is left to refund on a locked order (see the module docstring).
 LEFT_TO_REFUND = """
-SELECT o.amount_total - o.amount_refunded
+SELECT (o.amount_total - o.amount_refunded
      - coalesce((SELECT sum(r.amount) FROM refunds r
                  WHERE r.order_id = o.id AND r.status IN ('pending', 'requires_action')), 0)
      - coalesce((SELECT sum(q.amount) FROM refund_requests q
                  WHERE q.order_id = o.id AND q.status IN ('requested', 'created')
-                   AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.stripe_refund_id = q.stripe_refund_id)), 0)
+                   AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.stripe_refund_id = q.stripe_refund_id)), 0))::bigint
 FROM orders o WHERE o.id = $1::uuid
 """
 SELECT_BY_KEY = """
