@@ -425,8 +425,6 @@ def _production_guards(s: Settings) -> list[str]:
         problems.append("AUTH_COOKIE_SECURE: the refresh cookie must be Secure in production")
     if s.debug:
         problems.append("DEBUG: must be off in production")
-    if any(not url.startswith("https://") for url in s.billing_portal_return_urls):
-        problems.append("BILLING_PORTAL_RETURN_URLS: every URL must be https:// in production")
     if not s.database_url:
         problems.append("DATABASE_URL: required in production (the embedded database is for development)")
     return problems

@@ -171,3 +171,19 @@ def test_plans_section_problems(section: object, problem: str) -> None:
 def test_shipped_plans_files_sell_premium() -> None:
     for path in ("config/plans.yaml", "tests/fixtures/plans-test.yaml"):
         assert plans.load_plans(path).sellable["premium"].trial_days == 7
+
+
+def test_portal_return_urls_setting_is_checked() -> None:
+    from gateway.settings import ConfigError
+    from tests.conftest import make_settings
+
+    assert make_settings(
+        BILLING_PORTAL_RETURN_URLS="https://a.example/x,https://b.example"
+    ).billing_portal_return_urls == (
+        "https://a.example/x",
+        "https://b.example",
+    )
+    with pytest.raises(ConfigError) as caught:
+        make_settings(BILLING_PORTAL_RETURN_URLS="/account", SUBSCRIPTION_PRORATION_BEHAVIOR="sometimes")
+    assert any(p.startswith("BILLING_PORTAL_RETURN_URLS:") for p in caught.value.problems)
+    assert any(p.startswith("SUBSCRIPTION_PRORATION_BEHAVIOR:") for p in caught.value.problems)
