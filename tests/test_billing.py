@@ -705,3 +705,37 @@ async def test_refund_command(db_pool: asyncpg.Pool, fake: FakeStripe, database_
     async with db_pool.acquire() as con:
         assert await con.fetchval("SELECT actor FROM refund_requests") == "cli"
     assert await order_state(db_pool, order_id) == ("paid", 0)
+
+
+# ================================================================== receipts, discounts and tax on the order read
+
+
+async def test_order_read_returns_receipt_discount_tax_and_tax_ids(
+    client: Any, db_pool: asyncpg.Pool, fake: FakeStripe
+) -> None:
+    order_id = await paid_order(db_pool, fake, amount=1071)
+    async with db_pool.acquire() as con:
+        await con.execute(
+            """UPDATE orders SET amount_subtotal = 999, amount_discount = 99, amount_tax = 171,
+                   customer_tax_ids = $2, receipt_url = 'https://pay.stripe.com/receipts/payment/abc'
+               WHERE id = $1::uuid""",
+            order_id,
+            [{"type": "eu_vat", "value": "DE123456789"}],
+        )
+    body = await (await client.get(f"/v1/orders/{order_id}", headers=bearer())).json()
+    assert (body["amount_subtotal"], body["amount_discount"], body["amount_tax"], body["amount_total"]) == (
+        999,
+        99,
+        171,
+        1071,
+    )
+    assert body["customer_tax_ids"] == [{"type": "eu_vat", "value": "DE123456789"}]
+    assert body["receipt_url"] == "https://pay.stripe.com/receipts/payment/abc"
+    fresh = await paid_order(db_pool, fake)
+    plain = await (await client.get(f"/v1/orders/{fresh}", headers=bearer())).json()
+    assert (plain["amount_discount"], plain["amount_tax"], plain["customer_tax_ids"], plain["receipt_url"]) == (
+        0,
+        0,
+        [],
+        None,
+    )
