@@ -15,6 +15,7 @@ from tests.conftest import make_settings
 from tests.fakes.stripe_api import FakeStripe
 from tests.support_helpers import run_cli
 from tests.test_auth_jwt import claims, hs256
+from tests.test_checkout import error_of
 
 FRONTEND = "https://shop.example"
 PREMIUM = "price_premium_monthly_eur"
@@ -30,14 +31,6 @@ def bearer(user_id: str = "user-1", *roles: str) -> dict[str, str]:
 
 def keyed(key: str, user_id: str = "user-1", *roles: str) -> dict[str, str]:
     return {**bearer(user_id, *roles), "Idempotency-Key": key}
-
-
-async def error_of(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    body = await response.json()
-    assert body["error"]["code"] == code, body
-    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
-    return dict(body["error"])
 
 
 def overrides(fake: FakeStripe, **more: Any) -> dict[str, Any]:

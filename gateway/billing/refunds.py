@@ -177,6 +177,23 @@ async def send(client: stripe.StripeClient, settings: Settings, pending: Pending
     )
 
 
+async def _audit_step(
+    con: asyncpg.Connection, actor: str, action: str, pending: PendingRefund, request_id: str | None, **details: Any
+) -> None:
+    await audit(
+        con,
+        actor,
+        action,
+        "order",
+        pending.order_id,
+        order_id=pending.order_id,
+        request_id=request_id,
+        refund_request_id=pending.request_id,
+        amount=pending.amount,
+        **details,
+    )
+
+
 def answer_body(pending: PendingRefund, refund: stripe.Refund) -> dict[str, Any]:
     return {
         "refund_request_id": pending.request_id,
@@ -198,18 +215,7 @@ async def settle(
     body = answer_body(pending, refund)
     async with con.transaction():
         await con.execute(MARK_CREATED, pending.request_id, refund.id, refund.status, body)
-        await audit(
-            con,
-            actor,
-            "order.refund_created",
-            "order",
-            pending.order_id,
-            order_id=pending.order_id,
-            request_id=request_id,
-            refund_request_id=pending.request_id,
-            stripe_refund_id=refund.id,
-            amount=pending.amount,
-        )
+        await _audit_step(con, actor, "order.refund_created", pending, request_id, stripe_refund_id=refund.id)
     return body
 
 
@@ -221,17 +227,8 @@ async def refused(
     stored = {"error": {"code": error.code, "message": error.message, "details": error.details}}
     async with con.transaction():
         await con.execute(MARK_FAILED, pending.request_id, error.code, stored)
-        await audit(
-            con,
-            actor,
-            "order.refund_refused",
-            "order",
-            pending.order_id,
-            order_id=pending.order_id,
-            request_id=request_id,
-            refund_request_id=pending.request_id,
-            code=error.code,
-            details=error.details,
+        await _audit_step(
+            con, actor, "order.refund_refused", pending, request_id, code=error.code, details=error.details
         )
 
 

@@ -23,6 +23,23 @@ def _fingerprint(value: object) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def _plan_and_price(body: Mapping[str, Any], plan_map: PlanMap, problems: Problems) -> tuple[SellablePlan | None, str]:
+    """`plan_id` (a plan the plans file sells) and `price_id` (one of that plan's prices; default its
+    default_price)."""
+    plan_id = body.get("plan_id")
+    plan = plan_map.sellable.get(plan_id) if isinstance(plan_id, str) else None
+    if plan is None:
+        problems.add("plan_id", f"required, one of: {', '.join(sorted(plan_map.sellable)) or 'none configured'}")
+    price_id = plan.default_price if plan else ""
+    if "price_id" in body:
+        raw = body["price_id"]
+        if not isinstance(raw, str) or (plan is not None and raw not in plan_map.prices_of(plan.plan_id)):
+            problems.add("price_id", "must be a price of the plan (plans file)")
+        else:
+            price_id = raw
+    return plan, price_id
+
+
 # ------------------------------------------------------------------ subscription checkout
 
 
@@ -46,17 +63,7 @@ def parse_subscription_checkout(
 ) -> SubscriptionCheckoutRequest:
     problems = Problems()
     refuse_unknown(body, _SUBSCRIPTION_FIELDS, problems)
-    plan_id = body.get("plan_id")
-    plan = plan_map.sellable.get(plan_id) if isinstance(plan_id, str) else None
-    if plan is None:
-        problems.add("plan_id", f"required, one of: {', '.join(sorted(plan_map.sellable)) or 'none configured'}")
-    price_id = plan.default_price if plan else ""
-    if "price_id" in body:
-        raw_price = body["price_id"]
-        if not isinstance(raw_price, str) or (plan is not None and raw_price not in plan_map.prices_of(plan.plan_id)):
-            problems.add("price_id", "must be a price of the plan (plans file)")
-        else:
-            price_id = raw_price
+    plan, price_id = _plan_and_price(body, plan_map, problems)
     trial_days = plan.trial_days if plan else 0
     if "trial_days" in body:
         raw_trial = body["trial_days"]
@@ -81,17 +88,7 @@ def parse_plan_change(body: Mapping[str, Any], plan_map: PlanMap) -> tuple[str, 
     named."""
     problems = Problems()
     refuse_unknown(body, frozenset({"plan_id", "price_id"}), problems)
-    plan_id = body.get("plan_id")
-    plan = plan_map.sellable.get(plan_id) if isinstance(plan_id, str) else None
-    if plan is None:
-        problems.add("plan_id", f"required, one of: {', '.join(sorted(plan_map.sellable)) or 'none configured'}")
-    price_id = plan.default_price if plan else ""
-    if "price_id" in body:
-        raw = body["price_id"]
-        if not isinstance(raw, str) or (plan is not None and raw not in plan_map.prices_of(plan.plan_id)):
-            problems.add("price_id", "must be a price of the plan (plans file)")
-        else:
-            price_id = raw
+    plan, price_id = _plan_and_price(body, plan_map, problems)
     problems.raise_if_any()
     assert plan is not None
     return plan.plan_id, price_id
