@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway import keys, metrics, probes
 from gateway.accounts import routes as accounts_routes
 from gateway.auth.tokens import token_verifier_ctx
+from gateway.billing import routes as billing_routes
 from gateway.bridge import routes as bridge_routes
 from gateway.bridge.boot import bridge_ctx
 from gateway.bridge.relay import relay_ctx
@@ -104,6 +105,7 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     openapi_routes.register(app)
     accounts_routes.register(app)
     bridge_routes.register(app)
+    billing_routes.register(app)
 
     setup_cors(app, settings)
     finish_routes(app)

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.stripe_account import commands as stripe_commands
 
     stripe_commands.register(sub)
+    from gateway.billing import commands as billing_commands
+
+    billing_commands.register(sub)
     return parser
 
 

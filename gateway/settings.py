@@ -215,6 +215,29 @@ class Settings:
     stripe_timeout_seconds: float = setting(
         "STRIPE_TIMEOUT_SECONDS", 10.0, "Seconds a Stripe API call may take before checkout gives up (502)"
     )
+    # --- billing: subscription checkout, plan changes, portal, promotion codes, tax ---
+    checkout_allow_promotion_codes: bool = setting(
+        "CHECKOUT_ALLOW_PROMOTION_CODES", False, "Checkout shows Stripe's promotion code field"
+    )
+    checkout_automatic_tax: bool = setting(
+        "CHECKOUT_AUTOMATIC_TAX", False, "Stripe Tax computes the tax of every checkout (automatic_tax)"
+    )
+    checkout_tax_id_collection: bool = setting(
+        "CHECKOUT_TAX_ID_COLLECTION", False, "Checkout lets the customer enter a tax ID (e.g. an EU VAT number)"
+    )
+    subscription_proration_behavior: Literal["create_prorations", "none", "always_invoice"] = setting(
+        "SUBSCRIPTION_PRORATION_BEHAVIOR",
+        "create_prorations",
+        "Plan changes: create_prorations, none or always_invoice (Stripe's proration_behavior)",
+    )
+    subscription_cancel_now_allowed: bool = setting(
+        "SUBSCRIPTION_CANCEL_NOW_ALLOWED", True, "Users may cancel a subscription immediately (else period end only)"
+    )
+    billing_portal_return_urls: tuple[str, ...] = setting(
+        "BILLING_PORTAL_RETURN_URLS",
+        ["http://localhost:3000/account"],
+        "Allowed return URLs of the customer portal (comma list; the first is the default)",
+    )
     auth_local_enabled: bool = setting(
         "AUTH_LOCAL_ENABLED", False, "Local accounts: /v1/auth/login, /refresh, /logout and `gateway users`"
     )
@@ -440,6 +463,11 @@ def validate(s: Settings) -> list[str]:
         problems.append("STRIPE_WEBHOOK_PATH: must start with /")
     if s.reservation_ttl_seconds < 60:
         problems.append("RESERVATION_TTL_SECONDS: must be at least 60")
+    if not s.billing_portal_return_urls:
+        problems.append("BILLING_PORTAL_RETURN_URLS: at least one URL is required")
+    for url in s.billing_portal_return_urls:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+            problems.append(f"BILLING_PORTAL_RETURN_URLS: {url!r} is not an absolute http(s) URL")
     if s.is_production:
         problems.extend(_production_guards(s))
     return problems

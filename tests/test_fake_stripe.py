@@ -382,9 +382,9 @@ async def test_events_types_filter_takes_at_most_20(client: stripe.StripeClient)
 async def test_objects_retrieve_list_and_expand(fake_stripe: FakeStripe, client: stripe.StripeClient) -> None:
     live = se.subscription(price_id="price_a", customer="cus_a")
     ended = se.subscription(price_id="price_a", customer="cus_a", status="canceled")
-    fake_stripe.add_subscription(live)
-    fake_stripe.add_subscription(ended)
-    fake_stripe.add_subscription(se.subscription(price_id="price_a", customer="cus_b"))
+    fake_stripe.store_subscription(live)
+    fake_stripe.store_subscription(ended)
+    fake_stripe.store_subscription(se.subscription(price_id="price_a", customer="cus_b"))
     default = await client.v1.subscriptions.list_async(params={"customer": "cus_a"})
     assert [s.id for s in default.data] == [live["id"]]  # canceled ones only with status=all, as Stripe
     every = await client.v1.subscriptions.list_async(params={"customer": "cus_a", "status": "all"})
@@ -393,8 +393,8 @@ async def test_objects_retrieve_list_and_expand(fake_stripe: FakeStripe, client:
 
     charge = se.charge(None, 500)
     intent = se.payment_intent(None, 500, charge_id=charge["id"])
-    fake_stripe.add_charge(charge)
-    fake_stripe.add_payment_intent(intent)
+    fake_stripe.store_charge(charge)
+    fake_stripe.store_payment_intent(intent)
     plain = await client.v1.payment_intents.retrieve_async(intent["id"])
     assert plain.latest_charge == charge["id"]
     expanded = await client.v1.payment_intents.retrieve_async(intent["id"], params={"expand": ["latest_charge"]})

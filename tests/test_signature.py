@@ -180,8 +180,7 @@ def test_count_failure_keeps_unsigned_deliveries_in_their_own_metric() -> None:
         return (
             REGISTRY.get_sample_value("stripe_webhook_unsigned_total", {"reason": "malformed_header"}) or 0.0,
             REGISTRY.get_sample_value("stripe_webhook_unsigned_total", {"reason": "no_matching_signature"}) or 0.0,
-            REGISTRY.get_sample_value("stripe_webhook_signature_failures_total", {"reason": "malformed_header"})
-            or 0.0,
+            REGISTRY.get_sample_value("stripe_webhook_signature_failures_total", {"reason": "malformed_header"}) or 0.0,
         )
 
     before = samples()

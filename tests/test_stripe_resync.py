@@ -48,7 +48,7 @@ async def test_resync_of_a_subscription_whose_events_are_older_than_30_days(
     # Canceled 40 days ago; that webhook never arrived and the Events API no longer returns it.
     canceled = {**active, "status": "canceled", "canceled_at": now - 40 * DAY, "ended_at": now - 40 * DAY}
     fake_stripe.add_event(make_event("customer.subscription.deleted", canceled, created=now - 40 * DAY))
-    fake_stripe.add_subscription(canceled)
+    fake_stripe.store_subscription(canceled)
 
     reconciled = await run_cli(["events", "reconcile", "--since", "30d"], settings)
     assert reconciled.code == 0 and reconciled.json["seen"] == 0
@@ -91,7 +91,7 @@ async def test_resync_never_moves_a_subscription_backwards(
     live = subscription(price_id=PRICE_PREMIUM, sub_id=sub_id, customer=new_id("cus"), user_id="user-8")
     ended = {**live, "status": "canceled", "canceled_at": now - DAY}
     await deliver(db_pool, make_event("customer.subscription.deleted", ended, created=now - DAY))
-    fake_stripe.add_subscription(live)  # an object claiming it is active again: an ended subscription stays ended
+    fake_stripe.store_subscription(live)  # an object claiming it is active again: an ended subscription stays ended
 
     result = await run_cli(["stripe", "resync", "subscription", sub_id], settings)
 
@@ -112,9 +112,9 @@ async def paid_order_in_stripe(pool: asyncpg.Pool, fake: FakeStripe) -> tuple[in
     fake.sessions[session_id] = checkout_session(
         order, session_id=session_id, amount_total=1000, payment_intent=pi_id, user_id="user-1", created=paid - 60
     )
-    fake.add_payment_intent(payment_intent(order, 1000, pi_id=pi_id, charge_id=charge_id, created=paid - 30))
+    fake.store_payment_intent(payment_intent(order, 1000, pi_id=pi_id, charge_id=charge_id, created=paid - 30))
     refunded = charge(order, 1000, charge_id=charge_id, payment_intent=pi_id, amount_refunded=400, created=paid)
-    fake.add_charge(refunded)
+    fake.store_charge(refunded)
     return product, order, refunded
 
 
@@ -167,8 +167,8 @@ async def test_resync_of_a_customer_covers_its_subscriptions_and_orders(
         for status in ("active", "canceled")
     ]
     for sub in subs:
-        fake_stripe.add_subscription(sub)
-    fake_stripe.add_subscription(subscription(price_id=PRICE_PREMIUM, customer=new_id("cus")))  # someone else's
+        fake_stripe.store_subscription(sub)
+    fake_stripe.store_subscription(subscription(price_id=PRICE_PREMIUM, customer=new_id("cus")))  # someone else's
 
     result = await run_cli(["stripe", "resync", "customer", customer], settings)
 

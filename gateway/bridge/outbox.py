@@ -11,14 +11,16 @@ transaction that has drawn a bridge id has ended: no row can then commit late wi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from gateway.bridge.registry import validate_event
 
 BRIDGE_CHANNEL = "bridge_events"
-BRIDGE_METADATA = {"version": "v1", "origin": "webhook"}
+# `origin`: webhook for what a Stripe event changed, api for what the gateway's own API announces (a subscription
+# checkout's `pending`, whose source id is the Checkout Session's).
+Origin = Literal["webhook", "api"]
 BRIDGE_LOCK_KEY = 0x6272_6964_6765
 
 # One statement: the shared lock, the row (once per Stripe event and type), and its announcement.
@@ -42,18 +44,20 @@ async def publish(
     payload: dict[str, Any],
     source_event_id: str,
     app_source: str,
+    origin: Origin = "webhook",
 ) -> bool:
-    """Validate and write one bridge event in the caller's transaction; False when this Stripe event already
-    published one of this type."""
+    """Validate and write one bridge event in the caller's transaction; False when this source (a Stripe event,
+    or the object the API announces) already published one of this type."""
     payload = {**payload, "source": "stripe"}
-    validate_event(event_type, user_id, payload, BRIDGE_METADATA)
+    metadata = {"version": "v1", "origin": origin}
+    validate_event(event_type, user_id, payload, metadata)
     row = await con.fetchrow(
         PUBLISH,
         event_type,
         user_id,
         app_source,
         payload,
-        BRIDGE_METADATA,
+        metadata,
         source_event_id,
         BRIDGE_LOCK_KEY,
         BRIDGE_CHANNEL,

@@ -32,6 +32,7 @@ ORDER_WITH_ITEMS = """
 SELECT
     o.id::text AS id, o.status, o.amount_total, o.amount_refunded, o.currency, o.checkout_url,
     o.checkout_expires_at, o.paid_at, o.created_at, o.updated_at,
+    o.amount_subtotal, o.amount_discount, o.amount_tax, o.customer_tax_ids, o.receipt_url,
     coalesce((
         SELECT jsonb_agg(jsonb_build_object(
                    'product_id', i.product_id, 'name', p.name, 'quantity', i.quantity,
@@ -73,6 +74,11 @@ def order_json(row: asyncpg.Record) -> dict[str, Any]:
         "amount_total": row["amount_total"],
         "amount_refunded": row["amount_refunded"],
         "currency": row["currency"],
+        "amount_subtotal": row["amount_subtotal"],
+        "amount_discount": row["amount_discount"],
+        "amount_tax": row["amount_tax"],
+        "customer_tax_ids": row["customer_tax_ids"],
+        "receipt_url": row["receipt_url"],
         "items": row["items"],
         "checkout_url": row["checkout_url"] if open_checkout else None,
         "expires_at": iso(expires_at),

@@ -27,6 +27,7 @@ import asyncpg
 import stripe
 
 from gateway import metrics, stock
+from gateway.billing.checkout_options import session_options
 from gateway.checkout import holds
 from gateway.checkout.validation import CheckoutRequest
 from gateway.errors import ApiError, BadGateway, Conflict, ValidationFailed
@@ -278,6 +279,7 @@ def session_params(settings: Settings, user_id: str, req: CheckoutRequest, order
         "expires_at": int(order.expires_at.timestamp()),
         "success_url": req.success_url,
         "cancel_url": req.cancel_url,
+        **session_options(settings),
     }
 
 
