@@ -105,6 +105,12 @@ WEBHOOK_RETRIES = Counter(
     "row stayed locked (LockNotAvailableError), by error",
     ["error"],
 )
+WEBHOOK_UNSTORABLE = Counter(
+    "stripe_webhook_unstorable_total",
+    "Verified events PostgreSQL cannot store as sent (NUL, lone surrogate, nesting, impossible time), recorded "
+    "ignored with their raw bytes, by reason",
+    ["reason"],
+)
 WEBHOOK_KEPT_APPLIED = Counter(
     "stripe_webhook_kept_applied_total",
     "Kept (waiting) events applied when their order became known, by Stripe event type",

@@ -31,9 +31,9 @@ READ_API_VERSIONS: tuple[str, ...] = ("2019-12-03", "2020-03-02", "2020-08-27", 
 NEWEST_READ_API_VERSION = READ_API_VERSIONS[-1]
 
 
-def reads_api_version(version: str) -> bool:
+def reads_api_version(version: object) -> bool:
     """Whether payloads of `version` are read here: a listed version, or one between two listed versions."""
-    return READ_API_VERSIONS[0] <= version <= NEWEST_READ_API_VERSION
+    return isinstance(version, str) and READ_API_VERSIONS[0] <= version <= NEWEST_READ_API_VERSION
 
 
 # ----------------------------------------------------------------------------------------------- primitives

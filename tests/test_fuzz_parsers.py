@@ -15,13 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import stripe_payload as sp
 from gateway.errors import BadRequest
-from gateway.input_rules import json_bytes_problem, value_problem
-from gateway.webhooks.envelope import StripeEvent, event_from_payload, parse_event
+from gateway.input_rules import json_bytes_problem, text_problem, value_problem
+from gateway.webhooks.envelope import StripeEvent, UnstorableEvent, event_from_payload, parse_event
 from gateway.webhooks.signature import SignatureError, parse_header, sign, verify_signature
 
 FUZZ = settings(
@@ -188,10 +189,16 @@ def test_a_signed_body_verifies_whatever_surrounds_its_signature(
 
 
 def parse_or_refuse(body: bytes) -> StripeEvent | None:
+    """The event, or None when it is refused (400) or cannot be stored as sent (recorded ignored, with a reason
+    and an id the ledger can store)."""
     try:
         return parse_event(body, required_livemode=None)
     except BadRequest as exc:
         assert exc.code in ("invalid_event", "livemode_mismatch")
+        return None
+    except UnstorableEvent as exc:
+        assert exc.unstorable.id.startswith("evt_") and text_problem(exc.unstorable.id) is None
+        assert exc.unstorable.reason
         return None
 
 
@@ -235,8 +242,10 @@ def test_a_1000_level_nested_event_and_the_issue_values() -> None:
         body = encode(event)
         assert json_bytes_problem(body) == reason
     created = {**base, "created": 10**15, "data": {"object": {"id": "in_1"}}}
-    assert json_bytes_problem(encode(created)) is None  # a bigint: its timestamp is the consumer's to check
-    assert parse_or_refuse(encode(created)) is not None
+    assert json_bytes_problem(encode(created)) is None  # a bigint: its timestamp is the envelope's to check
+    with pytest.raises(UnstorableEvent) as refused:
+        parse_event(encode(created), required_livemode=None)
+    assert (refused.value.unstorable.id, refused.value.unstorable.reason) == ("evt_1", "timestamp_out_of_range")
 
 
 # ------------------------------------------------------------------ payload adapter

@@ -116,10 +116,6 @@ def unsigned_count(reason: str) -> float:
     return REGISTRY.get_sample_value("stripe_webhook_unsigned_total", {"reason": reason}) or 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the view change of issue 21: gateway/webhooks/view.py must call signature.count_failure(exc)",
-)
 async def test_unsigned_junk_is_counted_apart_from_wrong_signatures(server: Any) -> None:
     before = unsigned_count("missing_header"), unsigned_count("malformed_header")
     junk = b'{"hello": "world"}'

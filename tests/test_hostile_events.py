@@ -2,10 +2,8 @@
 a lone surrogate, 1000-level nesting, `created` = 10^15) must be recorded in the ledger in a storable form and
 answered 200 `ignored` with the reason: nothing lost, nothing a 500.
 
-The webhook core is the lead's (gateway/webhooks/**): it is to call `gateway.input_rules.json_bytes_problem`
-on the verified body (and check `created` against PostgreSQL's timestamptz range). Until it does, these tests
-are strict xfails: they fail today with a 500 (or a 400 and no ledger row), and will report XPASS, to be
-unmarked, once the core records such events.
+The envelope parser finds them (gateway/input_rules.py's rule, and `created` against the range a timestamp can
+hold); the ledger records them with their exact bytes.
 """
 
 from __future__ import annotations
@@ -37,11 +35,6 @@ async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -
     return await aiohttp_client(app_factory())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead-owned webhook core (gateway/webhooks/envelope.py, ledger.py): such events give 500 (or 400) and "
-    "no ledger row; it is to record them as ignored using gateway.input_rules.json_bytes_problem",
-)
 @pytest.mark.parametrize("reason", sorted(HOSTILE_EVENTS))
 async def test_a_signed_event_postgresql_cannot_store_is_recorded_and_ignored(
     client: Any, db_pool: asyncpg.Pool, reason: str
@@ -54,6 +47,15 @@ async def test_a_signed_event_postgresql_cannot_store_is_recorded_and_ignored(
     async with db_pool.acquire() as con:
         status = await con.fetchval("SELECT status FROM webhook_events WHERE stripe_event_id LIKE 'evt_%'")
     assert status == "ignored"
+    async with db_pool.acquire() as con:
+        row = await con.fetchrow("SELECT outcome_reason, raw_body, payload FROM webhook_events")
+    problem = "timestamp_out_of_range" if reason == "created_out_of_range" else reason
+    assert row["outcome_reason"] == f"not storable as sent: {problem}; raw bytes kept"
+    assert bytes(row["raw_body"]) == body  # nothing lost: the exact bytes Stripe signed
+    assert row["payload"]["unstorable"] == problem
     # a second delivery of the same bytes is a duplicate, not a second row
     again = await client.post("/stripe/webhook", data=body, headers=headers)
     assert again.status == 200
+    assert (await again.json())["status"] == "duplicate"
+    async with db_pool.acquire() as con:
+        assert await con.fetchval("SELECT count(*) FROM webhook_events") == 1

@@ -62,15 +62,15 @@ async def test_endpoint_created_then_drifted_then_fixed(settings: Settings, fake
     }
     assert "secret" not in ok.stdout  # Stripe shows it at creation only
 
-    # Someone edits it in the Dashboard: charge.refunded dropped, charge.succeeded added, endpoint disabled.
-    endpoint["enabled_events"] = [t for t in handled() if t != "charge.refunded"] + ["charge.succeeded"]
+    # Someone edits it in the Dashboard: charge.refunded dropped, customer.created added, endpoint disabled.
+    endpoint["enabled_events"] = [t for t in handled() if t != "charge.refunded"] + ["customer.created"]
     endpoint["status"] = "disabled"
     drifted = await run_cli(["stripe", "endpoint", "check"], settings)
     assert drifted.code == 1
     assert drifted.json["status"] == "drifted"
     assert {d["code"]: d.get("values") for d in drifted.json["differences"]} == {
         "missing_event_types": ["charge.refunded"],
-        "extra_event_types": ["charge.succeeded"],
+        "extra_event_types": ["customer.created"],
         "disabled": None,
     }
     assert "missing_event_types: event types the handlers take but Stripe does not send charge.refunded" in (
@@ -81,7 +81,7 @@ async def test_endpoint_created_then_drifted_then_fixed(settings: Settings, fake
     assert fixed.code == 0, fixed.stderr
     assert fixed.json["changes"] == [
         f"{endpoint['id']}: subscribed to charge.refunded",
-        f"{endpoint['id']}: unsubscribed from charge.succeeded",
+        f"{endpoint['id']}: unsubscribed from customer.created",
         f"{endpoint['id']}: enabled",
     ]
     assert "secret" not in fixed.json

@@ -96,7 +96,8 @@ async def test_resync_never_moves_a_subscription_backwards(
     result = await run_cli(["stripe", "resync", "subscription", sub_id], settings)
 
     assert result.code == 0, result.stderr
-    assert [e["status"] for e in result.json["events"]] == ["stale"]
+    # Recorded (when it was first active is kept), never applied as a status: the subscription stays ended.
+    assert [e["status"] for e in result.json["events"]] == ["processed"]
     async with db_pool.acquire() as con:
         assert (await subscription_row(con, sub_id) or {})["status"] == "canceled"
 

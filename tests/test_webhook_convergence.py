@@ -57,6 +57,7 @@ ORDER_KINDS: dict[str, int] = {
     "pi_failed": 0,
     "completed": 1,
     "pi_succeeded": 1,
+    "charge_succeeded": 1,
     "async_succeeded": 2,
     "async_failed": 2,
     "pi_canceled": 3,
@@ -85,6 +86,7 @@ SUBSCRIPTION_KINDS: dict[str, int] = {
 }
 # Objects that carry the order id (metadata): once one of them is delivered, no event may stay waiting.
 LINKING = {"pi_failed", "completed", "pi_succeeded", "async_succeeded", "async_failed", "pi_canceled", "expired"}
+LINKING |= {"charge_succeeded"}
 LINKING |= {"charge_refunded"}
 # Announcements of a moment that later events may overrule: compared by their own rule, not as a set.
 HISTORY_BRIDGE = {"ORDER_PAYMENT_FAILED", "ORDER_EXPIRED", "ORDER_CANCELED", "ORDER_REFUNDED"}
@@ -184,6 +186,13 @@ class Story:
             "pi_succeeded": (
                 "payment_intent.succeeded",
                 lambda: payment_intent(order, TOTAL, pi_id=pi, charge_id=ch, created=T0),
+            ),
+            "charge_succeeded": (
+                "charge.succeeded",
+                lambda: {
+                    **charge(order, TOTAL, charge_id=ch, payment_intent=pi, created=T0),
+                    "receipt_url": f"https://pay.stripe.com/receipts/{ch}",
+                },
             ),
             "async_succeeded": (
                 "checkout.session.async_payment_succeeded",
@@ -287,7 +296,8 @@ async def _snapshot(pool: asyncpg.Pool, story: Story, event_ids: list[str]) -> d
             await con.fetchrow(
                 "SELECT status, status_reason, amount_total, amount_refunded, currency, stripe_checkout_session_id,"
                 " stripe_payment_intent_id, stripe_charge_id, stripe_customer_id, paid_at, charge_refunded_amount,"
-                " charge_refunded_at FROM orders WHERE id = $1::uuid",
+                " charge_refunded_at, amount_subtotal, amount_discount, amount_tax, customer_tax_ids, receipt_url"
+                " FROM orders WHERE id = $1::uuid",
                 story.order_id,
             )
         )

@@ -23,7 +23,8 @@ from gateway.orders.state_machine import RefundRow
 LOCK_ORDER = """
 SELECT id::text, user_id, status, status_reason, amount_total, amount_refunded, currency,
        stripe_checkout_session_id, stripe_payment_intent_id, stripe_charge_id, stripe_customer_id, paid_at,
-       charge_refunded_amount, charge_refunded_at
+       charge_refunded_amount, charge_refunded_at, amount_subtotal, amount_discount, amount_tax, customer_tax_ids,
+       receipt_url
 FROM orders
 WHERE id = coalesce(
     (SELECT id FROM orders WHERE id = $1::uuid),
@@ -45,7 +46,8 @@ SAVE_ORDER = """
 UPDATE orders SET
     status = $2, status_reason = $3, amount_total = $4, amount_refunded = $5, currency = $6,
     stripe_checkout_session_id = $7, stripe_payment_intent_id = $8, stripe_charge_id = $9, stripe_customer_id = $10,
-    paid_at = $11, charge_refunded_amount = $12, charge_refunded_at = $13, updated_at = now()
+    paid_at = $11, charge_refunded_amount = $12, charge_refunded_at = $13, amount_subtotal = $14,
+    amount_discount = $15, amount_tax = $16, customer_tax_ids = $17, receipt_url = $18, updated_at = now()
 WHERE id = $1::uuid
 """
 
@@ -117,16 +119,21 @@ class Order:
     paid_at: datetime | None
     charge_refunded_amount: int | None
     charge_refunded_at: datetime | None
+    amount_subtotal: int | None
+    amount_discount: int
+    amount_tax: int
+    customer_tax_ids: list[dict[str, str]]
+    receipt_url: str | None
 
     def copy(self) -> Order:
-        return Order(**asdict(self))
+        return Order(**asdict(self))  # deep: the tax ids list too
 
     def known_ids(self) -> tuple[str | None, str | None, str | None]:
         """The Stripe ids by which events may name this order: session, payment intent, charge."""
         return self.stripe_checkout_session_id, self.stripe_payment_intent_id, self.stripe_charge_id
 
 
-_SAVED = [f.name for f in fields(Order) if f.name not in ("id", "user_id")]  # SAVE_ORDER's $2-$13
+_SAVED = [f.name for f in fields(Order) if f.name not in ("id", "user_id")]  # SAVE_ORDER's $2-$18
 
 
 @dataclass(slots=True)

@@ -16,7 +16,8 @@ together or not at all. A handler exception rolls everything back and is recorde
 failure is retried once in a new transaction before it counts as a failure.
 
 Kept events: an event that names its order only by Stripe ids no order knows yet (a dispute or a refund before
-the payment events) is settled `waiting`. The delivery that teaches an order one of those ids names that id
+the payment events) is settled `waiting`; an invoice event that names the same payment settles it `ignored` (the
+payment was a subscription's). The delivery that teaches an order one of those ids names that id
 itself, so the advisory lock on it orders the two: either the kept event is committed first and found here, or
 it finds the order itself.
 
@@ -38,7 +39,7 @@ from gateway import metrics
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.errors import DatabaseUnavailable
 from gateway.unit_of_work import UnitOfWork
-from gateway.webhooks.envelope import StripeEvent, event_from_payload
+from gateway.webhooks.envelope import MAX_CREATED, StripeEvent, Unstorable, event_from_payload
 from gateway.webhooks.handlers import HANDLERS
 from gateway.webhooks.handlers.base import Outcome
 
@@ -94,7 +95,25 @@ ORDER BY stripe_created, stripe_event_id
 FOR UPDATE
 """
 
+# A verified event PostgreSQL cannot store as sent: its envelope and exact bytes, `ignored` with the reason. Its
+# Stripe time is its arrival time when its own `created` is impossible.
+RECORD_UNSTORABLE = """
+INSERT INTO webhook_events (
+    stripe_event_id, type, api_version, livemode, stripe_created, status, outcome_reason, attempts, request_id,
+    payload, raw_body, origin, processed_at)
+VALUES ($1, $2, $3, $4, coalesce($5, now()), 'ignored', $6, 1, $7, $8, $9, $10, now())
+ON CONFLICT (stripe_event_id) DO NOTHING
+RETURNING id
+"""
+
 MARK_FAILED = "UPDATE webhook_events SET status = 'failed', last_error = $2 WHERE id = $1"
+
+# Kept events whose payment a subscription invoice names: they were never an order's.
+DISMISS_INVOICE_PAYMENTS = """
+UPDATE webhook_events SET status = 'ignored', processed_at = now(),
+    outcome_reason = 'a subscription invoice''s payment (' || $2 || '), not an order''s'
+WHERE status = 'waiting' AND (payment_intent_id = ANY ($1::text[]) OR charge_id = ANY ($1::text[]))
+"""
 
 RECORD_FAILURE = """
 INSERT INTO webhook_events (
@@ -150,7 +169,7 @@ def _ledger_params(event: StripeEvent) -> tuple[object, ...]:
 
 
 def _stripe_ids(event: StripeEvent) -> list[str]:
-    """The payment ids the event names, sorted: their advisory locks are taken in this order."""
+    """The payment ids the event names (invoices' too), sorted: their advisory locks are taken in this order."""
     ids = event.ids
     return sorted({i for i in (ids.checkout_session_id, ids.payment_intent_id, ids.charge_id) if i})
 
@@ -226,6 +245,9 @@ async def deliver(
     kept = 0
     if outcome.learned_ids and outcome.order_id is not None:
         kept = await _apply_kept(unit, outcome.order_id, event.id)
+    payment_ids = [i for i in (event.ids.payment_intent_id, event.ids.charge_id) if i]
+    if handlers_enabled and event.type.startswith("invoice.") and payment_ids:
+        await con.execute(DISMISS_INVOICE_PAYMENTS, payment_ids, event.id)
     return IngestResult(status, outcome.reason, outcome.order_id, kept), unit.published
 
 
@@ -273,6 +295,41 @@ async def ingest(
     async with pool.acquire() as con:
         await _record_failure(con, event, request_id, origin, failure)
     raise HandlerFailed(type(failure).__name__) from failure
+
+
+async def record_unstorable(
+    pool: asyncpg.Pool, event: Unstorable, *, request_id: str | None, origin: Origin = "webhook"
+) -> IngestResult:
+    """Record a verified event that cannot be stored as sent: `ignored`, its raw bytes kept (or `duplicate`)."""
+    created = (
+        datetime.fromtimestamp(event.created, UTC)
+        if event.created is not None and 0 < event.created <= MAX_CREATED
+        else None
+    )
+    reason = f"not storable as sent: {event.reason}; raw bytes kept"
+    stand_in = {"id": event.id, "object": "event", "type": event.type, "unstorable": event.reason}
+    async with pool.acquire() as con:
+        recorded = await con.fetchval(
+            RECORD_UNSTORABLE,
+            event.id,
+            event.type,
+            event.api_version,
+            event.livemode,
+            created,
+            reason,
+            request_id,
+            stand_in,
+            event.body,
+            origin,
+        )
+    if recorded is None:
+        return IngestResult("duplicate")
+    metrics.WEBHOOK_UNSTORABLE.labels(event.reason).inc()
+    log.warning(
+        "stripe event not storable as sent; recorded ignored with its raw bytes",
+        extra={"stripeEventId": event.id, "eventType": event.type, "reason": event.reason},
+    )
+    return IngestResult("ignored", reason)
 
 
 async def _record_failure(

@@ -58,17 +58,26 @@ def _created(event: StripeEvent) -> datetime:
     return datetime.fromtimestamp(event.created, UTC)
 
 
-def _not_found(event: StripeEvent) -> Outcome:
+# Whether a subscription invoice's event named these payment ids: their payment is the invoice's, not an order's.
+INVOICE_PAYMENT = """
+SELECT stripe_event_id FROM webhook_events
+WHERE type LIKE 'invoice.%' AND (payment_intent_id = ANY ($1::text[]) OR charge_id = ANY ($1::text[]))
+LIMIT 1
+"""
+
+
+async def _not_found(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    """No order matches: ignored, or kept (`waiting`) when the event names its order only by payment ids that no
+    order, and no subscription invoice, knows yet. An invoice event that names them later settles it `ignored`
+    (gateway/webhooks/ledger.py)."""
     kind = sp.object_type(event.type, event.object) or "object"
     ids = event.ids
-    if (
-        kind in KEPT_OBJECTS
-        and ids.order_id is None
-        and (ids.payment_intent_id or ids.charge_id)
-        and sp.invoice_of(event.object) is None
-    ):
-        return Outcome("waiting", f"no order knows this {kind} yet; kept until one does")
-    return Outcome("ignored", f"no order matches this {kind}")
+    payment_ids = [i for i in (ids.payment_intent_id, ids.charge_id) if i]
+    if kind not in KEPT_OBJECTS or ids.order_id is not None or not payment_ids:
+        return Outcome("ignored", f"no order matches this {kind}")
+    if sp.invoice_of(event.object) is not None or await unit.con.fetchval(INVOICE_PAYMENT, payment_ids):
+        return Outcome("ignored", f"this {kind} is a subscription invoice's payment, not an order's")
+    return Outcome("waiting", f"no order knows this {kind} yet; kept until one does")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,10 @@ class Ask:
     reason: str | None = None
     # A `charge.refunded` snapshot: the charge's refunded amount at Stripe time `at`.
     charge_refunded: tuple[datetime, int] | None = None
+    # What the Checkout Session says was charged (promotion codes, tax) and the customer's tax ids.
+    amounts: sp.SessionAmounts | None = None
+    tax_ids: tuple[dict[str, str], ...] = ()
+    receipt_url: str | None = None  # the succeeded charge's receipt
 
 
 @dataclass
@@ -116,6 +129,13 @@ def _learn(order: Order, ask: Ask) -> bool:
         order.amount_total = ask.amount_total
     if order.currency is None:
         order.currency = ask.currency
+    if order.amount_subtotal is None and ask.amounts is not None and ask.amounts.subtotal is not None:
+        order.amount_subtotal = ask.amounts.subtotal
+        order.amount_discount, order.amount_tax = ask.amounts.discount, ask.amounts.tax
+    if not order.customer_tax_ids and ask.tax_ids:
+        order.customer_tax_ids = list(ask.tax_ids)
+    if order.receipt_url is None:
+        order.receipt_url = ask.receipt_url
     return learned
 
 
@@ -129,6 +149,11 @@ def _payload(order: Order, status: str, **extra: Any) -> dict[str, Any]:
         "session_id": order.stripe_checkout_session_id,
         "payment_intent_id": order.stripe_payment_intent_id,
         "customer_id": order.stripe_customer_id,
+        "amount_subtotal": order.amount_subtotal,
+        "amount_discount": order.amount_discount,
+        "amount_tax": order.amount_tax,
+        "customer_tax_ids": order.customer_tax_ids,
+        "receipt_url": order.receipt_url,
         **extra,
     }
 
@@ -250,6 +275,8 @@ def _session_ask(event: StripeEvent, **decided: Any) -> Ask:
         customer_id=ids.customer_id,
         amount_total=sp.session_amount_total(session),
         currency=sp.currency_of(session),
+        amounts=sp.session_amounts(session),
+        tax_ids=sp.session_customer_tax_ids(session),
         **decided,
     )
 
@@ -295,7 +322,11 @@ def _intent_outcome(event: StripeEvent) -> tuple[str, dict[str, Any]]:
     """The payment row's status and what the event asks of the order."""
     pi = event.object
     if event.type == "payment_intent.succeeded":
-        return "succeeded", {"paid_at": _created(event), "charge_id": sp.payment_intent_latest_charge(pi)}
+        return "succeeded", {
+            "paid_at": _created(event),
+            "charge_id": sp.payment_intent_latest_charge(pi),
+            "receipt_url": sp.payment_intent_receipt_url(pi),
+        }
     if event.type == "payment_intent.payment_failed":
         code, _decline = sp.payment_intent_failure(pi)
         return "failed", {"unpaid": sm.FAILED, "reason": code or "payment_failed"}
@@ -340,7 +371,7 @@ async def payment_intent_changed(unit: UnitOfWork, event: StripeEvent) -> Outcom
     pi = event.object
     order = await q.lock_order(unit.con, order_keys(event))
     if order is None:
-        return _not_found(event)
+        return await _not_found(unit, event)
     payment_status, decided = _intent_outcome(event)
     pi_id = sp.object_id(pi)
     changed = False
@@ -421,7 +452,7 @@ async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     charge = event.object
     order = await q.lock_order(unit.con, order_keys(event))
     if order is None:
-        return _not_found(event)
+        return await _not_found(unit, event)
     at = _created(event)
     effects = Effects(recount=True)
     for listed in sp.charge_refunds(charge):  # API versions up to 2022-08-01 list the charge's refunds
@@ -435,15 +466,33 @@ async def charge_refunded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
         customer_id=sp.customer_id(charge),
         currency=sp.currency_of(charge),
         charge_refunded=(at, sp.charge_amount_refunded(charge)),
+        receipt_url=sp.charge_receipt_url(charge),
     )
     return await _settle(unit, event, order, ask, effects)
+
+
+async def charge_succeeded(unit: UnitOfWork, event: StripeEvent) -> Outcome:
+    """A succeeded charge: a proof of payment, the order's charge and its receipt."""
+    charge = event.object
+    order = await q.lock_order(unit.con, order_keys(event))
+    if order is None:
+        return await _not_found(unit, event)
+    ask = _proof_of_payment(
+        event,
+        sp.object_id(charge),
+        sp.charge_payment_intent(charge),
+        customer_id=sp.customer_id(charge),
+        currency=sp.currency_of(charge),
+        receipt_url=sp.charge_receipt_url(charge),
+    )
+    return await _settle(unit, event, order, ask, Effects())
 
 
 async def refund_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     refund = event.object
     order = await q.lock_order(unit.con, order_keys(event))
     if order is None:
-        return _not_found(event)
+        return await _not_found(unit, event)
     row = _refund_row(order, refund, _created(event))
     changed = await _record_refund(unit.con, row) if row is not None else False
     ask = _proof_of_payment(event, sp.refund_charge(refund), sp.refund_payment_intent(refund))
@@ -531,7 +580,7 @@ async def dispute_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     dispute = event.object
     order = await q.lock_order(unit.con, order_keys(event))
     if order is None:
-        return _not_found(event)
+        return await _not_found(unit, event)
     effects = await _record_dispute(unit, event, order)
     ask = _proof_of_payment(
         event, sp.dispute_charge(dispute), sp.dispute_payment_intent(dispute), reason=sp.dispute_reason(dispute)
@@ -547,6 +596,7 @@ HANDLERS: dict[str, Handler] = {
     "payment_intent.succeeded": payment_intent_changed,
     "payment_intent.payment_failed": payment_intent_changed,
     "payment_intent.canceled": payment_intent_changed,
+    "charge.succeeded": charge_succeeded,
     "charge.refunded": charge_refunded,
     "refund.created": refund_changed,
     "refund.updated": refund_changed,

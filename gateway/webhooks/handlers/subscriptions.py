@@ -56,6 +56,15 @@ UPDATE subscriptions SET
     updated_at = now()
 WHERE id = $1
 """
+LATEST_INVOICE = """
+SELECT latest_invoice_id, latest_invoice_created, latest_invoice_hosted_url, latest_invoice_pdf
+FROM subscriptions WHERE stripe_subscription_id = $1
+"""
+SET_LATEST_INVOICE = """
+UPDATE subscriptions SET latest_invoice_id = $2, latest_invoice_created = $3, latest_invoice_hosted_url = $4,
+    latest_invoice_pdf = $5, updated_at = now()
+WHERE stripe_subscription_id = $1
+"""
 LEARN_CUSTOMER = """
 INSERT INTO customers (stripe_customer_id, user_id, source_event_id) VALUES ($1, $2, $3)
 ON CONFLICT (stripe_customer_id) DO NOTHING
@@ -349,11 +358,42 @@ async def subscription_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     return await apply_observation(unit, event, obs)
 
 
+async def _record_latest_invoice(unit: UnitOfWork, subscription_id: str, links: sp.InvoiceLinks) -> bool:
+    """The subscription's latest invoice and its links: the invoice created last wins (same second: the greater
+    id); an event of the same invoice fills links it lacked (a finalized invoice gets them). True when changed."""
+    if links.invoice_id is None or links.created is None:
+        return False
+    row = await unit.con.fetchrow(LATEST_INVOICE, subscription_id)  # locked by apply_observation already
+    created = _ts(links.created)
+    if row["latest_invoice_id"] == links.invoice_id:
+        hosted = links.hosted_url or row["latest_invoice_hosted_url"]
+        pdf = links.pdf or row["latest_invoice_pdf"]
+    elif row["latest_invoice_created"] is None or (created, links.invoice_id) > (
+        row["latest_invoice_created"],
+        row["latest_invoice_id"],
+    ):
+        hosted, pdf = links.hosted_url, links.pdf
+    else:
+        return False
+    if (row["latest_invoice_id"], row["latest_invoice_hosted_url"], row["latest_invoice_pdf"]) == (
+        links.invoice_id,
+        hosted,
+        pdf,
+    ):
+        return False
+    await unit.con.execute(SET_LATEST_INVOICE, subscription_id, links.invoice_id, created, hosted, pdf)
+    return True
+
+
 async def invoice_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     obs = observe_invoice(event)
     if obs is None:
         return Outcome("ignored", "invoice not linked to a subscription")
-    return await apply_observation(unit, event, obs)
+    outcome = await apply_observation(unit, event, obs)
+    if await _record_latest_invoice(unit, obs.subscription_id, sp.invoice_links(event.object)):
+        if outcome.status == "stale":
+            return Outcome("processed", "latest invoice links recorded")
+    return outcome
 
 
 async def checkout_session_completed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
