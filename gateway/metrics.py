@@ -172,6 +172,9 @@ BRIDGE_RELAY_LAG_SECONDS = Gauge(
 BRIDGE_RELAYED = Counter("bridge_relay_events_total", "Bridge events copied to the external bridge database")
 BRIDGE_RELAY_ERRORS = Counter("bridge_relay_errors_total", "Failed relay rounds, by side (source, target)", ["side"])
 EMAILS_SENT = Counter("emails_sent_total", "E-mails accepted by the SMTP server, by kind", ["kind"])
+EMAILS_WAITING_ADDRESS = Gauge(
+    "emails_waiting_address", "Order e-mails of paid orders waiting for the buyer's address (the payment came first)"
+)
 EMAILS_FAILED = Counter(
     "emails_failed_total",
     "Failed e-mail attempts, by kind and outcome (retry, gave_up, no_recipient)",

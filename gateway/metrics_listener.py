@@ -22,6 +22,7 @@ COUNT_WAITING_EVENTS = """
 SELECT status, count(*) AS n, extract(epoch FROM now() - min(received_at))::float8 AS oldest
 FROM webhook_events WHERE status IN ('failed', 'received', 'waiting') GROUP BY status
 """
+EMAILS_WAITING = "SELECT count(*) FROM email_deliveries WHERE status = 'waiting_address'"
 OPEN_DISPUTES = """
 SELECT status, count(*) AS n, extract(epoch FROM min(evidence_due_by) - now())::float8 AS due
 FROM disputes WHERE status IN ('needs_response', 'warning_needs_response', 'under_review', 'warning_under_review')
@@ -40,6 +41,7 @@ async def refresh_state_gauges(app: web.Application) -> None:
             async with pool.acquire() as con:
                 rows = await con.fetch(COUNT_WAITING_EVENTS)
                 disputes = await con.fetch(OPEN_DISPUTES)
+                emails_waiting = await con.fetchval(EMAILS_WAITING)
     except UNAVAILABLE_ERRORS:
         log.warning("metrics scrape could not read the ledger", extra={"code": "database_unavailable"})
         return
@@ -52,6 +54,7 @@ async def refresh_state_gauges(app: web.Application) -> None:
         metrics.DISPUTES_OPEN.labels(status).set(by_status[status]["n"] if status in by_status else 0)
     due = [row["due"] for row in disputes if row["due"] is not None]
     metrics.DISPUTE_EVIDENCE_DUE.set(min(due) if due else float("inf"))
+    metrics.EMAILS_WAITING_ADDRESS.set(emails_waiting)
     for refresh in app[keys.SCRAPE_HOOKS]:
         await refresh(app)
 
