@@ -27,16 +27,19 @@ SELECT count(*) FROM restocked
 """
 
 # A paid order's reservations, locked in product order. Held ones become sales (their units left stock when they
-# were reserved); released ones (the order expired or failed, then was paid after all) take their units again.
-LOCK_RESERVATIONS = """
-SELECT id, product_id, quantity, state FROM stock_reservations
-WHERE order_id = $1::uuid AND state IN ('held', 'released')
-ORDER BY product_id
-FOR UPDATE
-"""
+# were reserved); the released ones are returned (the order expired or failed, then was paid after all): they take
+# their units again, one by one.
 COMMIT_HELD = """
-UPDATE stock_reservations SET state = 'committed', release_reason = NULL, updated_at = now()
-WHERE order_id = $1::uuid AND state = 'held'
+WITH locked AS (
+    SELECT id, product_id, quantity, state FROM stock_reservations
+    WHERE order_id = $1::uuid AND state IN ('held', 'released')
+    ORDER BY product_id
+    FOR UPDATE
+), committed AS (
+    UPDATE stock_reservations r SET state = 'committed', release_reason = NULL, updated_at = now()
+    FROM locked WHERE r.id = locked.id AND locked.state = 'held'
+)
+SELECT id, product_id, quantity FROM locked WHERE state = 'released' ORDER BY product_id
 """
 RETAKE_UNITS = """
 UPDATE products SET stock_available = stock_available - $2, updated_at = now()
@@ -86,13 +89,8 @@ async def release_for_order(con: asyncpg.Connection, order_id: str, reason: str)
 async def commit_for_order(con: asyncpg.Connection, order_id: str) -> list[int]:
     """The paid order's reservations become sales. Returns the products whose units were released meanwhile and
     sold to others (the order is oversold on them)."""
-    reservations = await con.fetch(LOCK_RESERVATIONS, order_id)
-    if any(r["state"] == "held" for r in reservations):
-        await con.execute(COMMIT_HELD, order_id)
     oversold = []
-    for reservation in reservations:  # product order: products are locked in id order
-        if reservation["state"] != "released":
-            continue
+    for reservation in await con.fetch(COMMIT_HELD, order_id):  # product order: products are locked in id order
         if await con.execute(RETAKE_UNITS, reservation["product_id"], reservation["quantity"]) == "UPDATE 1":
             await con.execute(COMMIT_RESERVATION, reservation["id"])
         else:

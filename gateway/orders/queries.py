@@ -57,6 +57,8 @@ SELECT status, status_at, stripe_charge_id FROM payments WHERE stripe_payment_in
 INSERT_PAYMENT = """
 INSERT INTO payments (order_id, stripe_payment_intent_id, stripe_charge_id, amount, currency, status, status_at)
 VALUES ($1::uuid, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (stripe_payment_intent_id) DO NOTHING
+RETURNING true
 """
 UPDATE_PAYMENT = """
 UPDATE payments SET stripe_charge_id = $2, amount = $3, status = $4, status_at = $5, updated_at = now()

@@ -56,13 +56,14 @@ RETRYABLE_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # How many rounds of kept events one delivery applies (each round may teach the order more ids).
 MAX_KEPT_ROUNDS = 5
 
-LOCK_STRIPE_IDS = "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k"
-
+# The advisory locks on the Stripe ids the event names ($15, sorted), then the claim: the aggregate runs the
+# locks before the row is produced, so both take one round trip.
 CLAIM = """
 INSERT INTO webhook_events (
     stripe_event_id, type, api_version, livemode, stripe_created, status, attempts, request_id, order_id,
     checkout_session_id, payment_intent_id, charge_id, subscription_id, customer_id, payload, origin)
-VALUES ($1, $2, $3, $4, $5, 'received', 1, $6, $7::uuid, $8, $9, $10, $11, $12, $13, $14)
+SELECT $1, $2, $3, $4, $5, 'received', 1, $6, $7::uuid, $8, $9, $10, $11, $12, $13, $14
+FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($15::text[]) AS k) AS locked
 ON CONFLICT (stripe_event_id) DO UPDATE SET
     attempts = webhook_events.attempts + 1,
     request_id = EXCLUDED.request_id,
@@ -81,18 +82,16 @@ UPDATE webhook_events SET
 WHERE id = $1
 """
 
-ORDER_IDS = """
-SELECT stripe_checkout_session_id, stripe_payment_intent_id, stripe_charge_id FROM orders WHERE id = $1::uuid
-"""
 # Kept events that name the order or one of its Stripe ids, oldest first (Stripe time, then event id: the same
 # order whatever order they arrived in).
 KEPT_FOR_ORDER = """
-SELECT id, payload FROM webhook_events
-WHERE status = 'waiting'
-  AND (order_id = $1::uuid OR payment_intent_id = ANY ($2::text[]) OR charge_id = ANY ($2::text[])
-       OR checkout_session_id = ANY ($2::text[]))
-ORDER BY stripe_created, stripe_event_id
-FOR UPDATE
+SELECT w.id, w.payload FROM orders o JOIN webhook_events w
+  ON w.status = 'waiting'
+ AND (w.order_id = o.id OR w.payment_intent_id = o.stripe_payment_intent_id OR w.charge_id = o.stripe_charge_id
+      OR w.checkout_session_id = o.stripe_checkout_session_id)
+WHERE o.id = $1::uuid
+ORDER BY w.stripe_created, w.stripe_event_id
+FOR UPDATE OF w
 """
 
 # A verified event PostgreSQL cannot store as sent: its envelope and exact bytes, `ignored` with the reason. Its
@@ -188,9 +187,7 @@ async def _apply_kept(unit: UnitOfWork, order_id: str, by: str) -> int:
     """Apply the kept events the order now matches, each on its own behalf, each settling its ledger row."""
     applied = 0
     for _round in range(MAX_KEPT_ROUNDS):
-        ids = await unit.con.fetchrow(ORDER_IDS, order_id)
-        known = [i for i in ids.values() if i] if ids else []
-        rows = await unit.con.fetch(KEPT_FOR_ORDER, order_id, known)
+        rows = await unit.con.fetch(KEPT_FOR_ORDER, order_id)
         learned = False
         for row in rows:
             kept = event_from_payload(row["payload"])
@@ -231,11 +228,8 @@ async def deliver(
     origin: Origin = "webhook",
 ) -> tuple[IngestResult, list[str]]:
     """One delivery inside the caller's transaction: the result and the bridge event types it published."""
-    stripe_ids = _stripe_ids(event)
-    if stripe_ids:
-        await con.execute(LOCK_STRIPE_IDS, stripe_ids)
     params = _ledger_params(event)
-    ledger_id = await con.fetchval(CLAIM, *params[:5], request_id, *params[5:], origin)
+    ledger_id = await con.fetchval(CLAIM, *params[:5], request_id, *params[5:], origin, _stripe_ids(event))
     if ledger_id is None:
         return IngestResult("duplicate"), []
     unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id, app_source=app_source)

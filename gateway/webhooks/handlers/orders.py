@@ -337,19 +337,18 @@ def _intent_outcome(event: StripeEvent) -> tuple[str, dict[str, Any]]:
 async def _record_payment(con: asyncpg.Connection, payment: q.Payment) -> bool:
     """The payment intent's row: succeeded is final, whatever arrives before or after it; otherwise the later
     event wins. True when it changed."""
-    row = await con.fetchrow(q.LOCK_PAYMENT, payment.payment_intent_id)
-    if row is None:
-        await con.execute(
-            q.INSERT_PAYMENT,
-            payment.order_id,
-            payment.payment_intent_id,
-            payment.charge_id,
-            payment.amount,
-            payment.currency,
-            payment.status,
-            payment.status_at,
-        )
+    if await con.fetchval(
+        q.INSERT_PAYMENT,
+        payment.order_id,
+        payment.payment_intent_id,
+        payment.charge_id,
+        payment.amount,
+        payment.currency,
+        payment.status,
+        payment.status_at,
+    ):
         return True
+    row = await con.fetchrow(q.LOCK_PAYMENT, payment.payment_intent_id)
     if row["status"] == "succeeded":
         return False
     if payment.status != "succeeded" and not sm.supersedes(
