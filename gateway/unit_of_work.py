@@ -29,7 +29,7 @@ class UnitOfWork:
     source_event_id: str  # the Stripe event id
     request_id: str | None
     app_source: str = "website"
-    published: list[str] = field(default_factory=list)  # bridge event types written, counted after the commit
+    published: list[str] = field(default_factory=list)  # "<id>:<type>" of bridge rows written, announced once committed
 
     def for_event(self, event_id: str) -> UnitOfWork:
         """The same transaction, on behalf of another Stripe event (a kept event applied with this one)."""
@@ -51,12 +51,13 @@ class UnitOfWork:
         )
 
     async def publish(self, event_type: str, user_id: str | None, payload: dict[str, Any]) -> None:
-        if await outbox.publish(
+        written = await outbox.publish(
             self.con,
             event_type=event_type,
             user_id=user_id,
             payload=payload,
             source_event_id=self.source_event_id,
             app_source=self.app_source,
-        ):
-            self.published.append(event_type)
+        )
+        if written is not None:
+            self.published.append(written)

@@ -19,51 +19,34 @@ from tests.test_auth_jwt import claims, hs256
 pytestmark = pytest.mark.usefixtures("test_plans")
 
 
-async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asyncpg.Pool, database_url: str) -> None:
+async def test_listener_hears_after_commit_and_never_for_a_rollback(
+    db_pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.webhooks import handlers
+    from gateway.webhooks.ledger import HandlerFailed
+
     wakeup = BridgeWakeup(database_url)
     await wakeup.start()
     try:
-        async with db_pool.acquire() as con:
-            # rolled back: published, then the transaction fails
-            with pytest.raises(RuntimeError):
-                async with con.transaction():
-                    unit = UnitOfWork(con, actor="test", source_event_id="evt_rollback", request_id=None)
-                    await unit.publish(
-                        "SUBSCRIPTION_UPDATED",
-                        "u",
-                        {
-                            "subscription_id": "sub_rb",
-                            "plan_id": "premium",
-                            "status": "active",
-                            "customer_id": None,
-                            "currency": None,
-                            "amount": None,
-                        },
-                    )
-                    raise RuntimeError("boom")
-            # committed, but nothing may be heard before the commit
-            tx = con.transaction()
-            await tx.start()
-            unit = UnitOfWork(con, actor="test", source_event_id="evt_commit", request_id=None)
-            await unit.publish(
-                "SUBSCRIPTION_UPDATED",
-                "u",
-                {
-                    "subscription_id": "sub_ok",
-                    "plan_id": "premium",
-                    "status": "active",
-                    "customer_id": None,
-                    "currency": None,
-                    "amount": None,
-                },
-            )
-            assert await wakeup.wait(0.3) is False
-            assert wakeup.notifications == []
-            await tx.commit()
-            new_id_ = await con.fetchval("SELECT id FROM bridge_events WHERE source_event_id = 'evt_commit'")
-        assert await wakeup.wait(5.0) is True
-        assert wakeup.notifications == [f"{new_id_}:SUBSCRIPTION_UPDATED"]
-        # through the webhook ledger as well
+        # rolled back: the handler publishes, then fails; nothing is announced
+        real = handlers.HANDLERS["customer.subscription.created"]
+
+        async def publish_then_fail(unit: Any, event: Any) -> Any:
+            await real(unit, event)
+            raise RuntimeError("boom")
+
+        monkeypatch.setitem(handlers.HANDLERS, "customer.subscription.created", publish_then_fail)
+        failing = make_event(
+            "customer.subscription.created",
+            subscription(price_id=PRICE_PREMIUM, sub_id=new_id("sub", 14), user_id="u"),
+        )
+        with pytest.raises(HandlerFailed):
+            await deliver(db_pool, failing)
+        assert await wakeup.wait(0.3) is False
+        assert wakeup.notifications == []
+        monkeypatch.setitem(handlers.HANDLERS, "customer.subscription.created", real)
+
+        # committed: announced once the transaction has committed, with the row's id and type
         await deliver(
             db_pool,
             make_event(
@@ -72,7 +55,9 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
             ),
         )
         assert await wakeup.wait(5.0) is True
-        assert wakeup.notifications[-1].endswith(":SUBSCRIPTION_ACTIVATED")
+        async with db_pool.acquire() as con:
+            new_id_ = await con.fetchval("SELECT max(id) FROM bridge_events")
+        assert wakeup.notifications == [f"{new_id_}:SUBSCRIPTION_ACTIVATED"]
     finally:
         await wakeup.close()
 

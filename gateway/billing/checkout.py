@@ -239,8 +239,9 @@ async def finish(
             app_source=settings.app_source,
             origin="api",
         )
-    if published:
+    if published is not None:
         metrics.BRIDGE_EVENTS_PUBLISHED.labels(SUBSCRIPTION_UPDATED).inc()
+        await outbox.announce(con, [published])
 
 
 async def forget(

@@ -36,6 +36,7 @@ from typing import Literal
 import asyncpg
 
 from gateway import metrics
+from gateway.bridge import outbox
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.errors import DatabaseUnavailable
 from gateway.unit_of_work import UnitOfWork
@@ -258,15 +259,17 @@ async def ingest(
     failure: BaseException
     for attempt in (1, 2):
         try:
-            async with pool.acquire() as con, con.transaction():
-                result, published = await deliver(
-                    con,
-                    event,
-                    request_id=request_id,
-                    handlers_enabled=handlers_enabled,
-                    app_source=app_source,
-                    origin=origin,
-                )
+            async with pool.acquire() as con:
+                async with con.transaction():
+                    result, published = await deliver(
+                        con,
+                        event,
+                        request_id=request_id,
+                        handlers_enabled=handlers_enabled,
+                        app_source=app_source,
+                        origin=origin,
+                    )
+                await _announce(con, published)
         except RETRYABLE_ERRORS as exc:
             metrics.WEBHOOK_RETRIES.labels(type(exc).__name__).inc()
             log.warning(
@@ -283,12 +286,20 @@ async def ingest(
         except Exception as exc:
             failure = exc
             break
-        for event_type in published:
-            metrics.BRIDGE_EVENTS_PUBLISHED.labels(event_type).inc()
+        for announcement in published:
+            metrics.BRIDGE_EVENTS_PUBLISHED.labels(announcement.partition(":")[2]).inc()
         return result
     async with pool.acquire() as con:
         await _record_failure(con, event, request_id, origin, failure)
     raise HandlerFailed(type(failure).__name__) from failure
+
+
+async def _announce(con: asyncpg.Connection, published: list[str]) -> None:
+    """After the commit: the delivery is done whatever happens here (a lost wake-up only delays the readers)."""
+    try:
+        await outbox.announce(con, published)
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("bridge announcement lost; readers find the rows at their next poll", extra={"reason": str(exc)})
 
 
 async def record_unstorable(
