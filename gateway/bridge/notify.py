@@ -1,8 +1,8 @@
 """LISTEN on the bridge channel: background workers wake up as soon as a bridge event commits.
 
 Writers announce new rows only once their transaction has committed (gateway/bridge/outbox.py: announce), so a
-wake-up always finds them, and a rolled-back write is never announced. Notifications are only a hint: workers also poll every interval, and a lost
-listener connection is reopened on the next wait.
+wake-up always finds them, and a rolled-back write is never announced. Notifications are only a hint: workers
+also poll every interval, and a lost listener connection is reopened on the next wait.
 
 A wake-up waits `COALESCE_SECONDS` more before it returns, so a burst of events makes one round of the
 workers, not one round per event (each round briefly holds back bridge writers: gateway/bridge/events.py).

@@ -174,21 +174,20 @@ async def _paid_facts(
     return int(before.status == sm.DISPUTED), int(before.status == sm.DISPUTE_LOST), reason
 
 
-async def _settle(unit: UnitOfWork, event: StripeEvent, order: Order, ask: Ask, effects: Effects) -> Outcome:
-    """Apply `ask` and the event's row changes to the locked `order`: its status from the state machine, then
-    the stock, audit rows and bridge events the move implies, then the row."""
-    before = order.copy()
-    learned = _learn(order, ask)
+def _take_facts(order: Order, ask: Ask) -> None:
+    """The facts `ask` brings that only grow: the earliest proof of payment, the newest charge snapshot."""
     if ask.charge_refunded is not None:
         at, refunded = ask.charge_refunded
-        if order.charge_refunded_at is None or (at, refunded) > (
-            order.charge_refunded_at,
-            order.charge_refunded_amount,
-        ):
+        snapshot = (order.charge_refunded_at, order.charge_refunded_amount)
+        if order.charge_refunded_at is None or (at, refunded) > snapshot:
             # The newest snapshot of the charge wins (same second: the larger amount, refunds only add up).
             order.charge_refunded_at, order.charge_refunded_amount = at, refunded
     if ask.paid_at is not None and (order.paid_at is None or ask.paid_at < order.paid_at):
         order.paid_at = ask.paid_at
+
+
+async def _decide_status(unit: UnitOfWork, order: Order, before: Order, ask: Ask, effects: Effects) -> str:
+    """The order's status for its facts (gateway/orders/state_machine.py), with its reason."""
     paid = order.paid_at is not None
     unpaid = before.status if before.status in sm.UNPAID_RANK else sm.PENDING
     if ask.unpaid is not None:
@@ -199,12 +198,17 @@ async def _settle(unit: UnitOfWork, event: StripeEvent, order: Order, ask: Ask, 
     status = sm.status_of(
         sm.Facts(paid, unpaid, order.amount_total, order.amount_refunded, open_disputes, lost_disputes)
     )
-    order.status = status
     if status in (sm.DISPUTED, sm.DISPUTE_LOST):
         order.status_reason = dispute_reason
     elif status != before.status:
         order.status_reason = ask.reason if status in sm.UNPAID_RANK else None
+    order.status = status
+    return status
 
+
+async def _apply_move(unit: UnitOfWork, order: Order, before: Order, ask: Ask, effects: Effects) -> None:
+    """What the move from `before` to `order` implies: stock committed or released, audit rows, bridge events."""
+    status = order.status
     if status in sm.SETTLED and before.status not in sm.SETTLED:
         oversold = await stock.commit_for_order(unit.con, order.id)
         if oversold:
@@ -231,14 +235,23 @@ async def _settle(unit: UnitOfWork, event: StripeEvent, order: Order, ask: Ask, 
         await unit.publish(ORDER_REFUNDED, order.user_id, _payload(order, status))
     for event_type, extra in effects.disputes:
         await unit.publish(event_type, order.user_id, _payload(order, status, **extra))
+
+
+async def _settle(unit: UnitOfWork, event: StripeEvent, order: Order, ask: Ask, effects: Effects) -> Outcome:
+    """Apply `ask` and the event's row changes to the locked `order`: its status from the state machine, then
+    the stock, audit rows and bridge events the move implies, then the row."""
+    before = order.copy()
+    learned = _learn(order, ask)
+    _take_facts(order, ask)
+    status = await _decide_status(unit, order, before, ask, effects)
+    await _apply_move(unit, order, before, ask, effects)
+    if order == before and not effects.changed:
+        if ask.unpaid is not None and status != ask.unpaid:
+            return Outcome("stale", f"order is {status}; {event.type} cannot move it to {ask.unpaid}", order.id)
+        return Outcome("processed", f"order already {status}", order.id)
     if order != before:
         await q.save_order(unit.con, order)
-
-    if order != before or effects.changed:
-        return Outcome("processed", None, order.id, learned_ids=learned)
-    if ask.unpaid is not None and status != ask.unpaid:
-        return Outcome("stale", f"order is {status}; {event.type} cannot move it to {ask.unpaid}", order.id)
-    return Outcome("processed", f"order already {status}", order.id)
+    return Outcome("processed", None, order.id, learned_ids=learned)
 
 
 # ------------------------------------------------------------------ checkout sessions
