@@ -4,11 +4,15 @@
 
 The gateway runs as `python -m gateway serve` (every middleware on, WORKERS=1, LOG_LEVEL=WARNING).
 The reference is a bare aiohttp app that checks the HMAC and runs a 3-statement transaction (insert
-ledger, update order, insert outbox). Both get the same stream shapes: distinct signed
-`payment_intent.succeeded` events for pre-created pending orders (full work: ledger claim, order lock,
-transition, stock commit, payment row, audit, bridge, NOTIFY) and a duplicate-only stream. Rounds are
-interleaved (gateway then reference, then reference then gateway, ...) and medians reported. The gateway's
-metrics listener is read between runs for its statements per round trip (group commit at work).
+ledger, one business update chosen by the event type, insert outbox). Both get the same streams:
+
+- payment: distinct signed `payment_intent.succeeded` events for pre-created pending orders (full work: ledger
+  claim, order lock, transition, stock commit, payment row, audit, bridge, NOTIFY);
+- mixed: about 40% payment intents and 20% checkout sessions paying pending orders, 15% refunds and 5% disputes
+  of paid orders, 20% subscription renewals (invoice.paid + customer.subscription.updated);
+- duplicate: the payment stream's events again.
+
+Rounds are interleaved (gateway then reference, then reference then gateway, ...) and medians reported.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import random
 import secrets
 import socket
 import statistics
@@ -50,6 +55,15 @@ VALUES ($1, $2, false, now(), 'processed', 1, $3::jsonb)
 ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id
 """
 REF_ORDER = "UPDATE orders SET status = 'paid', paid_at = now(), updated_at = now() WHERE id = $1::uuid"
+REF_REFUND = """
+UPDATE orders SET status = 'partially_refunded', amount_refunded = amount_refunded + $2, updated_at = now()
+WHERE stripe_charge_id = $1
+"""
+REF_DISPUTE = "UPDATE orders SET status = 'disputed', updated_at = now() WHERE stripe_charge_id = $1"
+REF_SUBSCRIPTION = """
+INSERT INTO subscriptions (stripe_subscription_id, status) VALUES ($1, 'active')
+ON CONFLICT (stripe_subscription_id) DO UPDATE SET status = 'active', updated_at = now()
+"""
 REF_OUTBOX = """
 INSERT INTO bridge_events (event_type, app_source, payload, metadata, source_event_id)
 VALUES ('ORDER_PAID', 'website', $1::jsonb, '{"version": "v1"}', $2)
@@ -70,13 +84,20 @@ def run_reference(port: int, url: str) -> None:
             if not hmac.compare_digest(expected, parts.get("v1", "")):
                 return web.json_response({"error": "signature"}, status=400)
             event = orjson.loads(body)
-            order_id = event["data"]["object"]["metadata"]["order_id"]
+            obj, kind = event["data"]["object"], event["type"]
             async with pool.acquire() as con, con.transaction():
-                ledger = await con.fetchval(REF_LEDGER, event["id"], event["type"], body.decode())
+                ledger = await con.fetchval(REF_LEDGER, event["id"], kind, body.decode())
                 if ledger is None:
                     return web.json_response({"status": "duplicate"})
-                await con.execute(REF_ORDER, order_id)
-                await con.execute(REF_OUTBOX, orjson.dumps({"order_id": order_id}).decode(), event["id"])
+                if kind == "refund.created":
+                    await con.execute(REF_REFUND, obj["charge"], obj["amount"])
+                elif kind == "charge.dispute.created":
+                    await con.execute(REF_DISPUTE, obj["charge"])
+                elif kind.startswith(("invoice.", "customer.subscription.")):
+                    await con.execute(REF_SUBSCRIPTION, obj.get("subscription") or obj["id"])
+                else:
+                    await con.execute(REF_ORDER, obj["metadata"]["order_id"])
+                await con.execute(REF_OUTBOX, orjson.dumps({"id": obj["id"]}).decode(), event["id"])
             return web.json_response({"status": "processed"})
 
         async def health(_request: web.Request) -> web.Response:
@@ -116,6 +137,13 @@ INSERT INTO stock_reservations (order_id, product_id, quantity, expires_at)
 SELECT o.id, p.id, 1, now() + interval '1 day' FROM o, p
 """
 
+# Paid orders for the mixed stream's refunds and disputes: each knows its payment intent and charge.
+SEED_PAID = """
+INSERT INTO orders (id, user_id, status, amount_total, currency, stripe_payment_intent_id, stripe_charge_id, paid_at)
+SELECT id, 'bench-user', 'paid', 1000, 'eur', 'pi_' || md5(id::text), 'ch_' || md5(id::text), now()
+FROM unnest($1::uuid[]) AS id
+"""
+
 # Events applied before the run, as in a production ledger. Without them the ledger is empty when the planner
 # statistics are taken, and a server's cached plan for the ledger look-up stays a sequential scan while the run
 # fills the table, until autovacuum analyzes it again: a cost the bench would create and no production has.
@@ -150,8 +178,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"server on {port} not healthy")
 
 
-def pi_event(order_id: str) -> dict[str, Any]:
-    pi = "pi_" + secrets.token_hex(12)
+def envelope(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": "evt_" + secrets.token_hex(12),
         "object": "event",
@@ -159,24 +186,121 @@ def pi_event(order_id: str) -> dict[str, Any]:
         "created": int(time.time()),
         "livemode": False,
         "pending_webhooks": 1,
-        "type": "payment_intent.succeeded",
+        "type": event_type,
         "request": {"id": None, "idempotency_key": None},
-        "data": {
-            "object": {
-                "id": pi,
-                "object": "payment_intent",
-                "amount": 1000,
-                "amount_received": 1000,
-                "currency": "eur",
-                "customer": None,
-                "latest_charge": "ch_" + secrets.token_hex(12),
-                "livemode": False,
-                "metadata": {"order_id": order_id},
-                "status": "succeeded",
-                "payment_method_types": ["card"],
-            }
-        },
+        "data": {"object": obj},
     }
+
+
+def pi_event(order_id: str) -> dict[str, Any]:
+    return envelope(
+        "payment_intent.succeeded",
+        {
+            "id": "pi_" + secrets.token_hex(12),
+            "object": "payment_intent",
+            "amount": 1000,
+            "amount_received": 1000,
+            "currency": "eur",
+            "customer": None,
+            "latest_charge": "ch_" + secrets.token_hex(12),
+            "livemode": False,
+            "metadata": {"order_id": order_id},
+            "status": "succeeded",
+            "payment_method_types": ["card"],
+        },
+    )
+
+
+def session_event(order_id: str) -> dict[str, Any]:
+    return envelope(
+        "checkout.session.completed",
+        {
+            "id": "cs_test_" + secrets.token_hex(24),
+            "object": "checkout.session",
+            "amount_total": 1000,
+            "currency": "eur",
+            "customer": None,
+            "customer_details": {"email": None},
+            "metadata": {"order_id": order_id},
+            "mode": "payment",
+            "payment_intent": "pi_" + secrets.token_hex(12),
+            "payment_status": "paid",
+            "status": "complete",
+        },
+    )
+
+
+def paid_ids(order_id: str) -> tuple[str, str]:
+    """The payment intent and charge SEED_PAID gave a paid order."""
+    digest = hashlib.md5(order_id.encode()).hexdigest()
+    return "pi_" + digest, "ch_" + digest
+
+
+def refund_event(paid_order: str) -> dict[str, Any]:
+    pi, charge = paid_ids(paid_order)
+    refund = {"id": "re_" + secrets.token_hex(12), "object": "refund", "amount": 300, "charge": charge}
+    return envelope("refund.created", {**refund, "currency": "eur", "payment_intent": pi, "status": "succeeded"})
+
+
+def dispute_event(paid_order: str) -> dict[str, Any]:
+    pi, charge = paid_ids(paid_order)
+    dispute = {"id": "dp_" + secrets.token_hex(12), "object": "dispute", "amount": 1000, "charge": charge}
+    return envelope(
+        "charge.dispute.created",
+        {**dispute, "currency": "eur", "payment_intent": pi, "reason": "fraudulent", "status": "needs_response"},
+    )
+
+
+def renewal_events() -> list[dict[str, Any]]:
+    """A subscription renewal: its invoice paid, then the subscription's new period."""
+    sub, customer, now = "sub_" + secrets.token_hex(8), "cus_" + secrets.token_hex(8), int(time.time())
+    price = {"id": "price_bench", "object": "price", "currency": "eur", "unit_amount": 999, "recurring": {}}
+    invoice = {
+        "id": "in_" + secrets.token_hex(12),
+        "object": "invoice",
+        "amount_paid": 999,
+        "billing_reason": "subscription_cycle",
+        "created": now,
+        "currency": "eur",
+        "customer": customer,
+        "status": "paid",
+        "parent": {"type": "subscription_details", "subscription_details": {"subscription": sub, "metadata": {}}},
+        "lines": {"object": "list", "data": [{"pricing": {"price_details": {"price": "price_bench"}}}]},
+    }
+    item = {"price": price, "quantity": 1, "current_period_start": now, "current_period_end": now + 2_592_000}
+    subscription = {
+        "id": sub,
+        "object": "subscription",
+        "cancel_at_period_end": False,
+        "created": now - 2_592_000,
+        "currency": "eur",
+        "customer": customer,
+        "items": {"object": "list", "data": [item]},
+        "metadata": {},
+        "status": "active",
+    }
+    return [envelope("invoice.paid", invoice), envelope("customer.subscription.updated", subscription)]
+
+
+def mixed_events(pending: list[str], paid: list[str], count: int) -> list[dict[str, Any]]:
+    """`count` events of the mixed stream, shuffled: payment intents and sessions for `pending` orders, refunds and
+    disputes of `paid` orders (each order used once), subscription renewals."""
+    events: list[dict[str, Any]] = []
+    shares = (("intent", 40), ("session", 20), ("refund", 15), ("dispute", 5), ("renewal", 20))
+    for kind, share in shares:
+        for _ in range(count * share // 100 // (2 if kind == "renewal" else 1)):
+            if kind == "intent":
+                events.append(pi_event(pending.pop()))
+            elif kind == "session":
+                events.append(session_event(pending.pop()))
+            elif kind == "refund":
+                events.append(refund_event(paid.pop()))
+            elif kind == "dispute":
+                events.append(dispute_event(paid.pop()))
+            else:
+                events.extend(renewal_events())
+    random.shuffle(events)
+    return events
 
 
 # ---------------------------------------------------------------------------- load
@@ -267,18 +391,6 @@ class CpuMeter:
         return (idle - self.idle_start[0]) / max(1, total - self.idle_start[1])
 
 
-def batch_totals(metrics_port: int) -> tuple[float, float]:
-    """The gateway's group-commit histogram so far: statements sent, and round trips that sent them."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("gateway_db_batch_statements_sum", "gateway_db_batch_statements_count"):
-            totals[name] = float(value)
-    return totals["gateway_db_batch_statements_sum"], totals["gateway_db_batch_statements_count"]
-
-
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -294,8 +406,10 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
         con = await asyncpg.connect(db_url)
         await migrations.migrate(con)
         runs = rounds * len(concurrencies) * 2
-        order_ids = [str(uuid.uuid4()) for _ in range(runs * per_run)]
+        order_ids = [str(uuid.uuid4()) for _ in range(runs * per_run * 2)]  # payment and mixed streams
+        paid_orders = [str(uuid.uuid4()) for _ in range(runs * per_run // 5)]
         await con.execute(SEED, order_ids, "BENCH-" + secrets.token_hex(4))
+        await con.execute(SEED_PAID, paid_orders)
         await con.execute(HISTORY, len(order_ids))
         await con.execute("ANALYZE")  # planner statistics, as a production database has them
         await con.close()
@@ -343,7 +457,6 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
 
         results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
         cpu: dict[tuple[str, str, int], list[tuple[float, ...]]] = {}
-        batches: dict[tuple[str, int], list[float]] = {}
         # Warm-up, both servers (connections opened, statements prepared): events for orders that do not exist,
         # which the gateway records as ignored and the reference as processed without an order to update.
         for port in (gw_port, ref_port):
@@ -354,21 +467,18 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                 # Every other round starts with the reference: neither server always runs right after the
                 # other one's writes (autovacuum, checkpoints and dirty pages they leave behind).
                 for label, port, proc in servers if round_ % 2 == 0 else servers[::-1]:
-                    bodies = [orjson.dumps(pi_event(next(events))) for _ in range(per_run)]
-                    # distinct events, then the same events again: a duplicate-only stream
-                    for stream in ("distinct", "duplicate"):
-                        if label == "gateway":
-                            sent = batch_totals(metrics_port)
+                    payment = [orjson.dumps(pi_event(next(events))) for _ in range(per_run)]
+                    pending = [next(events) for _ in range(per_run)]
+                    mixed = [orjson.dumps(e) for e in mixed_events(pending, paid_orders, per_run)]
+                    # then the payment stream's events again: a duplicate-only stream
+                    for stream, bodies in (("payment", payment), ("mixed", mixed), ("duplicate", payment)):
                         meter = CpuMeter(proc.pid)
                         rate, lat, statuses = await blast(port, bodies, concurrency)
                         used = meter.stop()
-                        if label == "gateway":
-                            statements, trips = (b - a for a, b in zip(sent, batch_totals(metrics_port), strict=True))
-                            batches.setdefault((stream, concurrency), []).append(statements / max(1.0, trips))
-                        expected = "processed" if stream == "distinct" else "duplicate"
-                        assert statuses.get(expected) == per_run, (label, statuses)
+                        expected = "duplicate" if stream == "duplicate" else "processed"
+                        assert statuses.get(expected) == len(bodies), (label, stream, statuses)
                         results.setdefault((label, stream, concurrency), []).append((rate, p99(lat)))
-                        per_event = tuple(u / per_run * 1e6 for u in used)
+                        per_event = tuple(u / len(bodies) * 1e6 for u in used)
                         cpu.setdefault((label, stream, concurrency), []).append((*per_event, meter.idle_share() * 100))
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr)
 
@@ -378,7 +488,7 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
             f"{'stream':<10} {'conc':>4} {'gateway ev/s':>13} {'ref ev/s':>10} {'ratio':>6} {'round ratios':>13} "
             f"{'gw p99 ms':>10} {'ref p99 ms':>10}"
         )
-        for stream in ("distinct", "duplicate"):
+        for stream in ("payment", "mixed", "duplicate"):
             for concurrency in concurrencies:
                 gw = results[("gateway", stream, concurrency)]
                 ref = results[("reference", stream, concurrency)]
@@ -392,19 +502,11 @@ async def bench(url: str, rounds: int, per_run: int, concurrencies: list[int]) -
                     f"{statistics.median(p for _, p in gw):>10.1f} {statistics.median(p for _, p in ref):>10.1f}"
                 )
         print("\nCPU microseconds per event (medians over the rounds): server process, PostgreSQL, load generator;")
-        print("the share of the machine's CPU time left idle during the runs; and the gateway's statements per")
-        print("round trip to PostgreSQL (group commit: how many deliveries shared one commit)")
-        print(
-            f"{'server':<10} {'stream':<10} {'conc':>4} {'server':>7} {'postgres':>9} {'loadgen':>8} {'idle %':>7} "
-            f"{'batch':>6}"
-        )
+        print("and the share of the machine's CPU time left idle during the runs")
+        print(f"{'server':<10} {'stream':<10} {'conc':>4} {'server':>7} {'postgres':>9} {'loadgen':>8} {'idle %':>7}")
         for (label, stream, concurrency), samples in sorted(cpu.items(), key=lambda item: (item[0][1], item[0][2])):
             m = [statistics.median(s[i] for s in samples) for i in range(4)]
-            batch = f"{statistics.median(batches[(stream, concurrency)]):.1f}" if label == "gateway" else "-"
-            print(
-                f"{label:<10} {stream:<10} {concurrency:>4} {m[0]:>7.0f} {m[1]:>9.0f} {m[2]:>8.0f} {m[3]:>7.1f} "
-                f"{batch:>6}"
-            )
+            print(f"{label:<10} {stream:<10} {concurrency:>4} {m[0]:>7.0f} {m[1]:>9.0f} {m[2]:>8.0f} {m[3]:>7.1f}")
     finally:
         for proc in procs:
             proc.kill()

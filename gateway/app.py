@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway import keys, metrics, probes
 from gateway.accounts import routes as accounts_routes
 from gateway.auth.tokens import token_verifier_ctx
+from gateway.billing import routes as billing_routes
 from gateway.bridge import routes as bridge_routes
 from gateway.bridge.boot import bridge_ctx
 from gateway.bridge.relay import relay_ctx
@@ -17,7 +18,6 @@ from gateway.catalog import routes as catalog_routes
 from gateway.checkout import routes as checkout_routes
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.migrate import latest_version
-from gateway.db.pipeline import Pipeline
 from gateway.db.pool import create_pool
 from gateway.downstream_probe import downstream_probe_ctx
 from gateway.lifecycle import Lifecycle
@@ -29,6 +29,7 @@ from gateway.notifications.order_emails import order_emails_ctx
 from gateway.openapi import routes as openapi_routes
 from gateway.ratelimit.limiter import rate_limiter_ctx
 from gateway.settings import Settings
+from gateway.stripe_account.watchdog import watchdog_ctx
 from gateway.stripe_client import stripe_client_ctx
 from gateway.support.reservations import sweep_expired
 from gateway.version import VERSION
@@ -46,9 +47,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         pool = await create_pool(app[keys.SETTINGS], app[keys.DATABASE_URL], min_size=0)
     app[keys.DB_POOL] = pool
-    app[keys.DB_PIPELINE] = pipeline = Pipeline(pool)
     yield
-    await pipeline.close()
     await pool.close()
 
 
@@ -90,6 +89,7 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
             order_emails_ctx,  # SMTP_URL set: ORDER_PAID -> confirmation e-mail
             downstream_probe_ctx,  # SMTP server and bridge target unreachable at boot: one warning line each
             lifecycle_ctx,
+            watchdog_ctx,  # STRIPE_WATCHDOG_INTERVAL_SECONDS > 0: missed webhooks fetched from the Events API
             metrics_refresh_ctx,  # database-backed gauges, in the background: a scrape never waits for the database
             metrics_listener_ctx,
         ]
@@ -108,6 +108,7 @@ def create_app(settings: Settings, *, database_url: str, worker_index: int = 0) 
     openapi_routes.register(app)
     accounts_routes.register(app)
     bridge_routes.register(app)
+    billing_routes.register(app)
 
     setup_cors(app, settings)
     finish_routes(app)

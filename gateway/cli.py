@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     catalog_commands.register(sub)
     accounts_commands.register(sub)
+    from gateway.stripe_account import commands as stripe_commands
+
+    stripe_commands.register(sub)
+    from gateway.billing import commands as billing_commands
+
+    billing_commands.register(sub)
     from gateway.dev import commands as dev_commands
 
     dev_commands.register(sub)

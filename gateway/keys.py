@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
-from gateway.db.pipeline import Pipeline
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
-# Group commit over DB_POOL: webhook deliveries' statements share round trips and commits (gateway/db/pipeline.py)
-DB_PIPELINE = web.AppKey("db_pipeline", Pipeline)
 DATABASE_URL = web.AppKey("database_url", str)
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")

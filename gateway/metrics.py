@@ -96,24 +96,39 @@ WEBHOOK_RESPONSES = Counter(
 )
 WEBHOOK_EVENTS = Counter(
     "stripe_webhook_events_total",
-    "Webhook events by type and outcome (processed, duplicate, ignored, stale, failed, received)",
+    "Webhook events by type and outcome (processed, duplicate, ignored, stale, waiting, failed, received)",
     ["type", "outcome"],
 )
-WEBHOOK_MOVES = Counter(
-    "stripe_webhook_moves_total",
-    "Payment events sent to the database to decide in one statement, by what it did (moved, already, missing, "
-    "duplicate), or left to the handler (handler), or failed in the database and run by the handler (failed)",
-    ["decided"],
+WEBHOOK_RETRIES = Counter(
+    "stripe_webhook_retries_total",
+    "Deliveries whose transaction was retried after a deadlock or serialization failure, or refused because a "
+    "row stayed locked (LockNotAvailableError), by error",
+    ["error"],
 )
+WEBHOOK_UNSTORABLE = Counter(
+    "stripe_webhook_unstorable_total",
+    "Verified events PostgreSQL cannot store as sent (NUL, lone surrogate, nesting, impossible time), recorded "
+    "ignored with their raw bytes, by reason",
+    ["reason"],
+)
+WEBHOOK_KEPT_APPLIED = Counter(
+    "stripe_webhook_kept_applied_total",
+    "Kept (waiting) events applied when their order became known, by Stripe event type",
+    ["type"],
+)
+WEBHOOK_WAITING_OLDEST = Gauge(
+    "stripe_webhook_waiting_oldest_seconds",
+    "Age of the oldest kept event still waiting for its order (0: none)",
+)
+DISPUTE_EVIDENCE_DUE = Gauge(
+    "stripe_dispute_evidence_due_seconds",
+    "Time left until the earliest evidence due date of a dispute that needs a response (absent: none)",
+)
+DISPUTES_OPEN = Gauge("stripe_disputes_open", "Disputes not closed yet, by status", ["status"])
 WEBHOOK_PROCESSING = Histogram(
     "stripe_webhook_processing_seconds",
     "Time from a verified body to the committed ledger row",
     buckets=LATENCY_BUCKETS,
-)
-DB_BATCH_STATEMENTS = Histogram(
-    "gateway_db_batch_statements",
-    "Statements sent in one round trip and committed together by the group-commit pipeline",
-    buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 WEBHOOK_DELIVERY_LAG = Histogram(
     "stripe_webhook_delivery_lag_seconds",
@@ -129,7 +144,9 @@ WEBHOOK_SECRET_MATCHES = Counter(
     ["secret_index"],
 )
 LEDGER_ROWS = Gauge(
-    "stripe_webhook_ledger_rows", "Ledger rows waiting for action, by status (failed, received)", ["status"]
+    "stripe_webhook_ledger_rows",
+    "Ledger rows not applied yet, by status (failed, received, waiting)",
+    ["status"],
 )
 OUTBOX_BACKLOG = Gauge("bridge_outbox_backlog", "Bridge events not yet relayed")
 # --- the background refresh of database-backed gauges (gateway/metrics_refresh.py, issue 20) ---
@@ -164,8 +181,64 @@ BRIDGE_RELAY_LAG_SECONDS = Gauge(
 BRIDGE_RELAYED = Counter("bridge_relay_events_total", "Bridge events copied to the external bridge database")
 BRIDGE_RELAY_ERRORS = Counter("bridge_relay_errors_total", "Failed relay rounds, by side (source, target)", ["side"])
 EMAILS_SENT = Counter("emails_sent_total", "E-mails accepted by the SMTP server, by kind", ["kind"])
+EMAILS_WAITING_ADDRESS = Gauge(
+    "emails_waiting_address", "Order e-mails of paid orders waiting for the buyer's address (the payment came first)"
+)
 EMAILS_FAILED = Counter(
     "emails_failed_total",
     "Failed e-mail attempts, by kind and outcome (retry, gave_up, no_recipient)",
     ["kind", "outcome"],
+)
+
+# --- hostile and careless clients (issue 21) ---
+WEBHOOK_UNSIGNED = Counter(
+    "stripe_webhook_unsigned_total",
+    "Webhook deliveries without a well-formed Stripe-Signature (missing or malformed header): noise, never a "
+    "secret problem; by reason",
+    ["reason"],
+)
+LOGIN_FAILURES = Counter(
+    "auth_login_failures_total",
+    "Refused logins, by reason (invalid_request, unknown_account, wrong_password, disabled_account, "
+    "limited_account_address, limited_account)",
+    ["reason"],
+)
+CONNECTIONS_OPEN = Gauge("gateway_connections_open", "Connections open on the public listener of this process")
+CONNECTIONS_REFUSED = Counter(
+    "gateway_connections_refused_total", "Connections answered 503 and closed beyond HTTP_MAX_CONNECTIONS"
+)
+SLOW_CLIENTS = Counter(
+    "gateway_slow_clients_total",
+    "Requests answered 408 because the client was too slow, by phase (head: HTTP_HEAD_TIMEOUT_SECONDS, body: "
+    "HTTP_BODY_TIMEOUT_SECONDS)",
+    ["phase"],
+)
+
+# --- Stripe account operations (gateway/stripe_account/, gateway/stripe_client.py)
+STRIPE_API_RATE_LIMITED = Counter(
+    "stripe_requests_rate_limited_total", "Stripe API calls answered 429 (rate limited), by operation", ["operation"]
+)
+STRIPE_EVENT_API_VERSIONS = Counter(
+    "stripe_webhook_event_api_versions_total",
+    "Webhook events by their Stripe api_version, and whether it is STRIPE_API_VERSION (pinned: true/false)",
+    ["api_version", "pinned"],
+)
+STRIPE_WATCHDOG_RUNS = Counter(
+    "stripe_watchdog_runs_total",
+    "Missed-webhook watchdog rounds, by outcome (ok, error, locked: another replica held the lock)",
+    ["outcome"],
+)
+STRIPE_WATCHDOG_MISSED = Counter(
+    "stripe_watchdog_missed_events_total",
+    "Events of handled types that Stripe's Events API lists and the ledger lacked, fed in by the watchdog",
+)
+STRIPE_WATCHDOG_LAST_MISSED = Gauge(
+    "stripe_watchdog_last_missed_events", "Missed events the last completed watchdog round of this process found"
+)
+STRIPE_WATCHDOG_OLDEST_MISSED_AGE = Gauge(
+    "stripe_watchdog_oldest_missed_age_seconds",
+    "Age of the oldest missed event the last completed watchdog round found (0: none)",
+)
+STRIPE_WATCHDOG_LAST_SUCCESS = Gauge(
+    "stripe_watchdog_last_success_timestamp_seconds", "Unix time of this process's last completed watchdog round"
 )

@@ -1,7 +1,7 @@
-"""Gauges that need the database (ledger rows waiting, outbox backlog and relay lag) are refreshed by a background
-task, never by a scrape: `/metrics` answers at once whatever the database does, the gauges keep their last value
-while it cannot be read, and `gateway_metrics_refresh_errors_total` and `gateway_metrics_refresh_age_seconds` say
-so (alert: GatewayMetricsStale).
+"""Gauges that need the database (ledger rows waiting, open disputes, e-mails waiting, outbox backlog and relay
+lag) are refreshed by a background task, never by a scrape: `/metrics` answers at once whatever the database
+does, the gauges keep their last value while it cannot be read, and `gateway_metrics_refresh_errors_total` and
+`gateway_metrics_refresh_age_seconds` say so (alert: GatewayMetricsStale).
 
 Areas add their own gauges with a hook (`keys.GAUGE_REFRESH_HOOKS`): the relay registers its backlog and lag, so
 they keep growing while its target is down.
@@ -23,8 +23,16 @@ from gateway.db.errors import UNAVAILABLE_ERRORS
 
 log = logging.getLogger("gateway.metrics")
 
+# Ledger rows not applied yet and the oldest kept event's age; open disputes and the earliest evidence due date.
 COUNT_WAITING_EVENTS = """
-SELECT status, count(*) AS n FROM webhook_events WHERE status IN ('failed', 'received') GROUP BY status
+SELECT status, count(*) AS n, extract(epoch FROM now() - min(received_at))::float8 AS oldest
+FROM webhook_events WHERE status IN ('failed', 'received', 'waiting') GROUP BY status
+"""
+EMAILS_WAITING = "SELECT count(*) FROM email_deliveries WHERE status = 'waiting_address'"
+OPEN_DISPUTES = """
+SELECT status, count(*) AS n, extract(epoch FROM min(evidence_due_by) - now())::float8 AS due
+FROM disputes WHERE status IN ('needs_response', 'warning_needs_response', 'under_review', 'warning_under_review')
+GROUP BY status
 """
 REFRESH_TIMEOUT_SECONDS = 5.0
 
@@ -32,9 +40,27 @@ GaugeHook = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
 async def refresh_ledger_gauges(con: asyncpg.Connection) -> None:
-    counts = {row["status"]: row["n"] for row in await con.fetch(COUNT_WAITING_EVENTS)}
-    for status in ("failed", "received"):
-        metrics.LEDGER_ROWS.labels(status).set(counts.get(status, 0))
+    """Ledger rows waiting, open disputes, e-mails waiting for an address."""
+    rows = await con.fetch(COUNT_WAITING_EVENTS)
+    disputes = await con.fetch(OPEN_DISPUTES)
+    emails_waiting = await con.fetchval(EMAILS_WAITING)
+    counts = {row["status"]: row for row in rows}
+    for status in ("failed", "received", "waiting"):
+        metrics.LEDGER_ROWS.labels(status).set(counts[status]["n"] if status in counts else 0)
+    metrics.WEBHOOK_WAITING_OLDEST.set(counts["waiting"]["oldest"] if "waiting" in counts else 0)
+    by_status = {row["status"]: row for row in disputes}
+    for status in ("needs_response", "warning_needs_response", "under_review", "warning_under_review"):
+        metrics.DISPUTES_OPEN.labels(status).set(by_status[status]["n"] if status in by_status else 0)
+    due = [row["due"] for row in disputes if row["due"] is not None]
+    metrics.DISPUTE_EVIDENCE_DUE.set(min(due) if due else float("inf"))
+    metrics.EMAILS_WAITING_ADDRESS.set(emails_waiting)
+
+
+async def refresh_database_gauges(con: asyncpg.Connection, hooks: list[GaugeHook]) -> None:
+    """One refresh of every database-backed gauge: the ledger's and the areas' (`hooks`)."""
+    await refresh_ledger_gauges(con)
+    for hook in list(hooks):
+        await hook(con)
 
 
 class GaugeRefresher:
@@ -56,9 +82,7 @@ class GaugeRefresher:
     async def refresh_once(self) -> bool:
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS), self.pool.acquire() as con:
-                await refresh_ledger_gauges(con)
-                for hook in list(self.hooks):
-                    await hook(con)
+                await refresh_database_gauges(con, self.hooks)
         except asyncio.CancelledError:
             raise
         except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:

@@ -13,7 +13,7 @@ import sys
 import asyncpg
 from aiohttp import web
 
-from gateway import exits, keys, metrics
+from gateway import connections, exits, keys, metrics
 from gateway.app import create_app
 from gateway.db.errors import UNAVAILABLE_ERRORS
 from gateway.db.migrate import Migration, MigrationError, migrate
@@ -88,13 +88,12 @@ async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool 
     """Serve until SIGTERM/SIGINT, then: /ready turns 503, keep serving for the drain period, stop accepting,
     let in-flight requests finish (shutdown timeout), close resources."""
     install_protocol_error_answers()  # requests aiohttp cannot parse get the JSON error shape too
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds, access_log=None
-    )
+    runner = connections.app_runner(app, settings, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     try:
-        await site.start()
+        listener = await connections.start_listener(
+            runner, settings, settings.host, settings.port, reuse_port=reuse_port
+        )
     except OSError as exc:
         await runner.cleanup()
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop's text repeats the address
@@ -114,6 +113,7 @@ async def run_app(app: web.Application, settings: Settings, *, reuse_port: bool 
     log.info("shutdown: draining", extra={"seconds": settings.shutdown_drain_seconds})
     await asyncio.sleep(settings.shutdown_drain_seconds)
     log.info("shutdown: closing listener, finishing in-flight requests")
+    listener.close()
     await runner.cleanup()
     log.info("shutdown complete")
 

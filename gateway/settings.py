@@ -73,6 +73,11 @@ class Settings:
     db_acquire_timeout: float = setting(
         "DB_ACQUIRE_TIMEOUT", 5.0, "Seconds to wait for a pooled connection before answering 503"
     )
+    db_lock_timeout: float = setting(
+        "DB_LOCK_TIMEOUT",
+        3.0,
+        "Seconds a statement waits for a row lock before giving up (webhook: 503 rows_busy); below DB_COMMAND_TIMEOUT",
+    )
     ready_db_timeout: float = setting("READY_DB_TIMEOUT", 1.0, "Seconds /ready waits for the database")
     # --- edge hardening ---
     trusted_hosts: tuple[str, ...] = setting(
@@ -86,6 +91,22 @@ class Settings:
     cors_origins: tuple[str, ...] = setting("CORS_ORIGINS", [], "Browser origins allowed by CORS (comma list)")
     json_body_limit: int = setting("JSON_BODY_LIMIT", 102_400, "Largest JSON request body in bytes")
     webhook_body_limit: int = setting("WEBHOOK_BODY_LIMIT", 524_288, "Largest webhook body in bytes")
+    # --- slow and greedy clients (gateway/connections.py) ---
+    http_head_timeout_seconds: float = setting(
+        "HTTP_HEAD_TIMEOUT_SECONDS", 10.0, "Seconds a new connection has to send a complete request head (408)"
+    )
+    http_body_timeout_seconds: float = setting(
+        "HTTP_BODY_TIMEOUT_SECONDS", 30.0, "Seconds a request body may take to arrive once invited (408)"
+    )
+    http_keepalive_timeout_seconds: float = setting(
+        "HTTP_KEEPALIVE_TIMEOUT_SECONDS",
+        75.0,
+        "Seconds an idle keep-alive connection stays open (and the next request head may take); keep it above "
+        "the ingress's upstream idle timeout",
+    )
+    http_max_connections: int = setting(
+        "HTTP_MAX_CONNECTIONS", 1000, "Open connections per process; beyond it a connection gets 503 and is closed"
+    )
     # --- rate limits ---
     rate_limit_store: Literal["memory", "redis"] = setting(
         "RATE_LIMIT_STORE", "memory", "memory (per process) or redis (shared by replicas, needs REDIS_URL)"
@@ -101,7 +122,14 @@ class Settings:
         "RATE_LIMIT_WEBHOOK_MAX", 100, "Webhook deliveries per minute per client IP (bucket capacity too)"
     )
     rate_limit_public_max: int = setting("RATE_LIMIT_PUBLIC_MAX", 60, "Public requests per minute per client IP")
-    rate_limit_auth_max: int = setting("RATE_LIMIT_AUTH_MAX", 10, "Login/refresh attempts per minute per client IP")
+    rate_limit_auth_max: int = setting(
+        "RATE_LIMIT_AUTH_MAX", 10, "Login/refresh attempts per minute per client IP, and per account and client IP"
+    )
+    rate_limit_auth_account_max: int = setting(
+        "RATE_LIMIT_AUTH_ACCOUNT_MAX",
+        100,
+        "Login attempts per minute per account from all addresses together (a stranger cannot lock the owner out)",
+    )
     rate_limit_checkout_max: int = setting("RATE_LIMIT_CHECKOUT_MAX", 10, "Checkout sessions per minute per user")
     # --- JWT ---
     jwt_algorithms: tuple[str, ...] = setting("JWT_ALGORITHMS", ["HS256"], "Accepted JWT algorithms (allowlist)")
@@ -146,9 +174,33 @@ class Settings:
         "Kill switch: false records verified events as received, changes nothing",
     )
     app_source: str = setting("APP_SOURCE", "website", "`app_source` written on bridge events")
+    stripe_webhook_url: str | None = setting(
+        "STRIPE_WEBHOOK_URL",
+        None,
+        "Public URL of the webhook endpoint in Stripe (`gateway stripe endpoint ensure/check` without --url)",
+    )
+    stripe_watchdog_interval_seconds: float = setting(
+        "STRIPE_WATCHDOG_INTERVAL_SECONDS",
+        300.0,
+        "Period of the missed-webhook watchdog (Events API vs ledger, one replica at a time); 0 disables",
+    )
+    stripe_watchdog_lookback_seconds: int = setting(
+        "STRIPE_WATCHDOG_LOOKBACK_SECONDS", 3600, "How far back each watchdog round lists Stripe's events (max 30 days)"
+    )
     # --- stock ---
     reservation_ttl_seconds: int = setting(
         "RESERVATION_TTL_SECONDS", 1800, "How long checkout stock stays held (Stripe's minimum is 1800)"
+    )
+    checkout_max_held_units_per_user: int = setting(
+        "CHECKOUT_MAX_HELD_UNITS_PER_USER", 20, "Units one user's open checkouts may hold together (409 beyond)"
+    )
+    checkout_max_open_sessions_per_user: int = setting(
+        "CHECKOUT_MAX_OPEN_SESSIONS_PER_USER", 3, "Open checkouts holding stock per user (409 beyond)"
+    )
+    checkout_max_held_units_per_address: int = setting(
+        "CHECKOUT_MAX_HELD_UNITS_PER_ADDRESS",
+        60,
+        "Units the open checkouts of one client address (IPv6 by /64) may hold together, whatever the user",
     )
     reservation_sweep_interval_seconds: float = setting(
         "RESERVATION_SWEEP_INTERVAL_SECONDS",
@@ -168,6 +220,29 @@ class Settings:
     )
     stripe_timeout_seconds: float = setting(
         "STRIPE_TIMEOUT_SECONDS", 10.0, "Seconds a Stripe API call may take before checkout gives up (502)"
+    )
+    # --- billing: subscription checkout, plan changes, portal, promotion codes, tax ---
+    checkout_allow_promotion_codes: bool = setting(
+        "CHECKOUT_ALLOW_PROMOTION_CODES", False, "Checkout shows Stripe's promotion code field"
+    )
+    checkout_automatic_tax: bool = setting(
+        "CHECKOUT_AUTOMATIC_TAX", False, "Stripe Tax computes the tax of every checkout (automatic_tax)"
+    )
+    checkout_tax_id_collection: bool = setting(
+        "CHECKOUT_TAX_ID_COLLECTION", False, "Checkout lets the customer enter a tax ID (e.g. an EU VAT number)"
+    )
+    subscription_proration_behavior: Literal["create_prorations", "none", "always_invoice"] = setting(
+        "SUBSCRIPTION_PRORATION_BEHAVIOR",
+        "create_prorations",
+        "Plan changes: create_prorations, none or always_invoice (Stripe's proration_behavior)",
+    )
+    subscription_cancel_now_allowed: bool = setting(
+        "SUBSCRIPTION_CANCEL_NOW_ALLOWED", True, "Users may cancel a subscription immediately (else period end only)"
+    )
+    billing_portal_return_urls: tuple[str, ...] = setting(
+        "BILLING_PORTAL_RETURN_URLS",
+        ["http://localhost:3000/account"],
+        "Allowed return URLs of the customer portal (comma list; the first is the default)",
     )
     auth_local_enabled: bool = setting(
         "AUTH_LOCAL_ENABLED", False, "Local accounts: /v1/auth/login, /refresh, /logout and `gateway users`"
@@ -377,12 +452,28 @@ def validate(s: Settings) -> list[str]:
         ("RATE_LIMIT_WEBHOOK_MAX", s.rate_limit_webhook_max),
         ("RATE_LIMIT_PUBLIC_MAX", s.rate_limit_public_max),
         ("RATE_LIMIT_AUTH_MAX", s.rate_limit_auth_max),
+        ("RATE_LIMIT_AUTH_ACCOUNT_MAX", s.rate_limit_auth_account_max),
         ("RATE_LIMIT_CHECKOUT_MAX", s.rate_limit_checkout_max),
         ("RATE_LIMIT_MAX_KEYS", s.rate_limit_max_keys),
         ("STRIPE_WEBHOOK_TOLERANCE", s.stripe_webhook_tolerance),
+        ("HTTP_HEAD_TIMEOUT_SECONDS", s.http_head_timeout_seconds),
+        ("HTTP_BODY_TIMEOUT_SECONDS", s.http_body_timeout_seconds),
+        ("HTTP_KEEPALIVE_TIMEOUT_SECONDS", s.http_keepalive_timeout_seconds),
+        ("HTTP_MAX_CONNECTIONS", s.http_max_connections),
+        ("CHECKOUT_MAX_HELD_UNITS_PER_USER", s.checkout_max_held_units_per_user),
+        ("CHECKOUT_MAX_OPEN_SESSIONS_PER_USER", s.checkout_max_open_sessions_per_user),
+        ("CHECKOUT_MAX_HELD_UNITS_PER_ADDRESS", s.checkout_max_held_units_per_address),
     ):
         if value <= 0:
             problems.append(f"{name}: must be positive")
+    if not 0 < s.db_lock_timeout < s.db_command_timeout:
+        problems.append("DB_LOCK_TIMEOUT: must be positive and below DB_COMMAND_TIMEOUT")
+    if s.stripe_watchdog_interval_seconds < 0:
+        problems.append("STRIPE_WATCHDOG_INTERVAL_SECONDS: must be 0 (off) or positive")
+    if not 300 <= s.stripe_watchdog_lookback_seconds <= 30 * 86400:
+        problems.append("STRIPE_WATCHDOG_LOOKBACK_SECONDS: must be between 300 and 2592000 (Stripe keeps 30 days)")
+    if s.stripe_webhook_url is not None and not s.stripe_webhook_url.startswith(("https://", "http://")):
+        problems.append("STRIPE_WEBHOOK_URL: must be an http(s):// URL")
     if s.rate_limit_store == "redis" and not s.redis_url:
         problems.append("REDIS_URL: required when RATE_LIMIT_STORE=redis")
     for cidr in s.trusted_proxies:
@@ -422,6 +513,11 @@ def validate(s: Settings) -> list[str]:
         problems.append("STRIPE_WEBHOOK_PATH: must start with /")
     if s.reservation_ttl_seconds < 60:
         problems.append("RESERVATION_TTL_SECONDS: must be at least 60")
+    if not s.billing_portal_return_urls:
+        problems.append("BILLING_PORTAL_RETURN_URLS: at least one URL is required")
+    for url in s.billing_portal_return_urls:
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+            problems.append(f"BILLING_PORTAL_RETURN_URLS: {url!r} is not an absolute http(s) URL")
     if s.is_production:
         problems.extend(_production_guards(s))
     return problems

@@ -8,9 +8,46 @@ from __future__ import annotations
 
 import asyncpg
 
-# held -> released, the units back in stock: a server-side function (sql/migrations/0005_unit_of_work_functions.sql),
-# which the unit of work's write also calls; the commit of a paid order's reservations is part of that write.
-RELEASE_FOR_ORDER = "SELECT stock_release_for_order($1, $2)"
+# The order's held units go back to stock (failure, expiry, cancellation, a checkout that could not start): its
+# reservations first, then products in id order. Returns how many reservations.
+RELEASE_FOR_ORDER = """
+WITH released AS (
+    UPDATE stock_reservations SET state = 'released', release_reason = $2, updated_at = now()
+    WHERE order_id = $1::uuid AND state = 'held'
+    RETURNING product_id, quantity
+), locked AS (
+    SELECT p.id FROM products p WHERE p.id IN (SELECT product_id FROM released) ORDER BY p.id FOR UPDATE
+), restocked AS (
+    UPDATE products p SET stock_available = p.stock_available + released.quantity, updated_at = now()
+    FROM released JOIN locked ON locked.id = released.product_id
+    WHERE p.id = released.product_id
+    RETURNING p.id
+)
+SELECT count(*) FROM restocked
+"""
+
+# A paid order's reservations, locked in product order. Held ones become sales (their units left stock when they
+# were reserved); the released ones are returned (the order expired or failed, then was paid after all): they take
+# their units again, one by one.
+COMMIT_HELD = """
+WITH locked AS (
+    SELECT id, product_id, quantity, state FROM stock_reservations
+    WHERE order_id = $1::uuid AND state IN ('held', 'released')
+    ORDER BY product_id
+    FOR UPDATE
+), committed AS (
+    UPDATE stock_reservations r SET state = 'committed', release_reason = NULL, updated_at = now()
+    FROM locked WHERE r.id = locked.id AND locked.state = 'held'
+)
+SELECT id, product_id, quantity FROM locked WHERE state = 'released' ORDER BY product_id
+"""
+RETAKE_UNITS = """
+UPDATE products SET stock_available = stock_available - $2, updated_at = now()
+WHERE id = $1 AND stock_available >= $2
+"""
+COMMIT_RESERVATION = """
+UPDATE stock_reservations SET state = 'committed', release_reason = NULL, updated_at = now() WHERE id = $1
+"""
 
 # Reservations whose webhook never came. SKIP LOCKED: a reservation being settled by a webhook right now is left
 # to it.
@@ -47,6 +84,18 @@ SELECT count(*) FROM released
 async def release_for_order(con: asyncpg.Connection, order_id: str, reason: str) -> int:
     released: int = await con.fetchval(RELEASE_FOR_ORDER, order_id, reason)
     return released
+
+
+async def commit_for_order(con: asyncpg.Connection, order_id: str) -> list[int]:
+    """The paid order's reservations become sales. Returns the products whose units were released meanwhile and
+    sold to others (the order is oversold on them)."""
+    oversold = []
+    for reservation in await con.fetch(COMMIT_HELD, order_id):  # product order: products are locked in id order
+        if await con.execute(RETAKE_UNITS, reservation["product_id"], reservation["quantity"]) == "UPDATE 1":
+            await con.execute(COMMIT_RESERVATION, reservation["id"])
+        else:
+            oversold.append(reservation["product_id"])
+    return oversold
 
 
 async def release_expired(con: asyncpg.Connection, batch: int = 500) -> int:

@@ -24,6 +24,18 @@ from typing import Any
 
 JsonObject = Mapping[str, Any]
 
+# The API versions this module reads, each tested on fixtures of its shape (tests/test_stripe_payload.py), oldest
+# first. The last is the newest version a webhook endpoint may be pinned to: `gateway stripe endpoint ensure`
+# refuses a newer STRIPE_API_VERSION until fixtures of it are added here and pass (runbook: STRIPE_API_VERSION).
+READ_API_VERSIONS: tuple[str, ...] = ("2019-12-03", "2020-03-02", "2020-08-27", "2022-08-01", "2025-03-31.basil")
+NEWEST_READ_API_VERSION = READ_API_VERSIONS[-1]
+
+
+def reads_api_version(version: object) -> bool:
+    """Whether payloads of `version` are read here: a listed version, or one between two listed versions."""
+    return isinstance(version, str) and READ_API_VERSIONS[0] <= version <= NEWEST_READ_API_VERSION
+
+
 # ----------------------------------------------------------------------------------------------- primitives
 
 
@@ -360,6 +372,34 @@ def dispute_status(dispute: JsonObject) -> str | None:
     return _str(dispute.get("status"))
 
 
+def dispute_evidence_due_by(dispute: JsonObject) -> int | None:
+    """`dispute.evidence_details.due_by` (Unix seconds; null once evidence can no longer be submitted)."""
+    return _int(_path(dispute, "evidence_details", "due_by"))
+
+
+def refund_reason(refund: JsonObject) -> str | None:
+    """`refund.reason`: duplicate, fraudulent, requested_by_customer, expired_uncaptured_charge, or null."""
+    return _str(refund.get("reason"))
+
+
+def charge_refunds(charge: JsonObject) -> list[JsonObject]:
+    """The refunds a charge lists.
+
+    API version: up to 2022-08-01 a charge embeds `refunds` (a list object); 2022-11-15 dropped it from the
+    default rendering, so newer charges list none and only `amount_refunded` tells what was given back.
+    """
+    return _list_data(charge.get("refunds"))
+
+
+def invoice_of(obj: JsonObject) -> str | None:
+    """The invoice a payment intent or charge pays (a subscription's payment, not an order's).
+
+    API version: `invoice` exists on payment intents and charges up to 2025-02-24.acacia; 2025-03-31.basil
+    removed it (invoice payments are separate objects there), so newer payloads give None.
+    """
+    return id_of(obj.get("invoice"))
+
+
 # ----------------------------------------------------------------------------------------------- invoices
 
 
@@ -497,6 +537,15 @@ def subscription_price_id(sub: JsonObject) -> str | None:
     return id_of(sub.get("plan"))
 
 
+def subscription_first_item(sub: JsonObject) -> tuple[str, str | None] | None:
+    """(item id, price id) of the subscription's first item, the one a plan change swaps; None without items."""
+    for item in _subscription_items(sub):
+        item_id = object_id(item)
+        if item_id is not None:
+            return item_id, id_of(item.get("price")) or id_of(item.get("plan"))
+    return None
+
+
 def subscription_price_ids(sub: JsonObject) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for item in _subscription_items(sub):
@@ -524,6 +573,85 @@ def subscription_amount(sub: JsonObject) -> int | None:
 
 def subscription_cancel_at_period_end(sub: JsonObject) -> bool:
     return sub.get("cancel_at_period_end") is True
+
+
+# --------------------------------------------------------------- billing: discounts, tax, receipts, invoices
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAmounts:
+    """What a completed Checkout Session says the customer was charged (smallest currency unit)."""
+
+    subtotal: int | None  # before discounts and tax
+    discount: int  # total_details.amount_discount (promotion codes, coupons)
+    tax: int  # total_details.amount_tax (Stripe Tax, tax rates)
+    total: int | None  # amount_total: what was charged
+
+
+def session_amounts(session: JsonObject) -> SessionAmounts:
+    """`amount_subtotal`, `total_details.amount_discount|amount_tax` and `amount_total`.
+
+    API version: `total_details` appears on sessions created from 2020-08 on, whatever the event's version; an
+    older session has neither it nor `amount_subtotal` (0 discount and tax, subtotal None). `amount_shipping`
+    and the breakdown (`total_details.breakdown`, only when expanded) are not read.
+    """
+    return SessionAmounts(
+        subtotal=_int(session.get("amount_subtotal")),
+        discount=_int(_path(session, "total_details", "amount_discount")) or 0,
+        tax=_int(_path(session, "total_details", "amount_tax")) or 0,
+        total=session_amount_total(session),
+    )
+
+
+def session_customer_tax_ids(session: JsonObject) -> tuple[dict[str, str], ...]:
+    """The tax ids the customer entered at checkout (`customer_details.tax_ids`, with tax_id_collection):
+    `({"type": "eu_vat", "value": "DE123456789"}, ...)`; empty when none (the list is null on sessions that did
+    not collect them)."""
+    found: list[dict[str, str]] = []
+    for item in _list_data(_path(session, "customer_details", "tax_ids")):
+        kind, value = _str(item.get("type")), _str(item.get("value"))
+        if kind is not None and value is not None:
+            found.append({"type": kind, "value": value})
+    return tuple(found)
+
+
+def charge_receipt_url(charge: JsonObject) -> str | None:
+    """`charge.receipt_url` (charge.succeeded, charge.refunded, ...: the same in every API version)."""
+    return _str(charge.get("receipt_url"))
+
+
+def payment_intent_receipt_url(pi: JsonObject) -> str | None:
+    """The receipt of the intent's latest charge, when the payload embeds that charge.
+
+    API version: up to 2022-08-01 the intent embeds `charges.data` (newest first); from 2022-11-15 only
+    `latest_charge` is left, a string id unless expanded, so the receipt then comes from a charge event.
+    """
+    latest = _obj(pi.get("latest_charge"))
+    if latest is not None:
+        return charge_receipt_url(latest)
+    charges = _list_data(pi.get("charges"))
+    return charge_receipt_url(charges[0]) if charges else None
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceLinks:
+    """An invoice's id, creation time (for "latest invoice" ordering) and the customer-facing links."""
+
+    invoice_id: str | None
+    created: int | None
+    hosted_url: str | None  # hosted_invoice_url: the page where the customer sees (and pays) the invoice
+    pdf: str | None  # invoice_pdf
+
+
+def invoice_links(invoice: JsonObject) -> InvoiceLinks:
+    """`hosted_invoice_url` and `invoice_pdf` (null on a draft invoice: they exist once it is finalized; the
+    same fields in every API version)."""
+    return InvoiceLinks(
+        invoice_id=object_id(invoice),
+        created=_int(invoice.get("created")),
+        hosted_url=_str(invoice.get("hosted_invoice_url")),
+        pdf=_str(invoice.get("invoice_pdf")),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- ledger row

@@ -37,6 +37,7 @@ BASE_ENV: dict[str, str] = {
     "JWT_ISSUER": TEST_ISSUER,
     "JWT_AUDIENCE": TEST_AUDIENCE,
     "RESERVATION_SWEEP_INTERVAL_SECONDS": "0",
+    "STRIPE_WATCHDOG_INTERVAL_SECONDS": "0",  # never calls Stripe unless a test points it at the fake
     "DB_POOL_MIN": "1",
     "DB_POOL_MAX": "10",
 }
@@ -165,15 +166,6 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await con.execute(TRUNCATE_ALL)
     yield pool
     await pool.close()
-
-
-@pytest.fixture
-def handler_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every handled event runs its handler: the database decides no move itself (gateway/webhooks/ledger.py).
-    For tests that replace a handler to make it fail or to watch it."""
-    from gateway.webhooks import ledger
-
-    monkeypatch.setattr(ledger, "plain_move", lambda event: None)
 
 
 # ---------------------------------------------------------------- Redis

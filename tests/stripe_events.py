@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.settings import DEFAULT_STRIPE_API_VERSION
-from gateway.unit_of_work import LedgerEntry
-from gateway.webhooks.envelope import parse_event
-from gateway.webhooks.ledger import ledger_entry
 from gateway.webhooks.signature import sign
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "stripe"
@@ -603,9 +600,3 @@ def invoice(
 
 def _is_basil_or_later(api_version: str) -> bool:
     return api_version[:10] >= "2025-03-31"
-
-
-def settled_entry(event_id: str, status: str = "processed") -> LedgerEntry:
-    """A ledger row for a test's own `UnitOfWork.flush` (an ignored-type event with this id)."""
-    event = make_event("test.event", {"id": new_id("obj"), "object": "thing"}, event_id=event_id)
-    return ledger_entry(parse_event(event_body(event), required_livemode=None), status)

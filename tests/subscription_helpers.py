@@ -9,7 +9,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.db.pipeline import Pipeline
 from gateway.subscriptions import plans
 from gateway.webhooks.envelope import parse_event
 from gateway.webhooks.ledger import IngestResult, ingest
@@ -39,9 +38,7 @@ def test_plans() -> Iterator[plans.PlanMap]:
 async def deliver(pool: asyncpg.Pool, event: dict[str, Any], *, app_source: str = "website") -> IngestResult:
     """What the webhook view does after the signature check: parse the envelope and ingest it."""
     parsed = parse_event(json.dumps(event).encode(), required_livemode=None)
-    return await ingest(
-        Pipeline(pool), parsed, request_id="req-test-0001", handlers_enabled=True, app_source=app_source
-    )
+    return await ingest(pool, parsed, request_id="req-test-0001", handlers_enabled=True, app_source=app_source)
 
 
 def event(type_: str, obj: dict[str, Any], created: int, event_id: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 
 from gateway.cli import build_parser
-from gateway.db.pipeline import Pipeline
 from gateway.settings import Settings
 from gateway.webhooks.envelope import parse_event
 from gateway.webhooks.ledger import IngestResult, ingest
@@ -54,13 +53,11 @@ async def deliver(
     *,
     handlers_enabled: bool = True,
     request_id: str = "req-test-0001",
-    pipeline: Pipeline | None = None,
 ) -> IngestResult:
-    """Ingest `event` exactly as the webhook view does after the signature check (through `pipeline`, so that
-    concurrent deliveries can share its batches, else a pipeline of its own)."""
+    """Ingest `event` exactly as the webhook view does after the signature check."""
     parsed = parse_event(event_body(event), required_livemode=None)
     return await ingest(
-        pipeline or Pipeline(pool),
+        pool,
         parsed,
         request_id=request_id,
         handlers_enabled=handlers_enabled,

@@ -13,6 +13,7 @@ import asyncpg
 import jwt
 import pytest
 from aiohttp import DummyCookieJar
+from prometheus_client import REGISTRY
 
 from gateway import cli
 from gateway.accounts import passwords, store
@@ -77,7 +78,7 @@ async def test_login_returns_an_access_token_and_a_scoped_refresh_cookie(client:
 
     token_claims = jwt.decode(body["access_token"], LOCAL_KEY, algorithms=["HS256"], audience="stripe-gateway")
     assert token_claims["iss"] == "stripe-gateway"
-    assert token_claims["sub"] == user_id
+    assert token_claims["sub"] == "local:" + user_id  # local accounts have their own subject namespace
     assert token_claims["roles"] == ["support"]
     assert token_claims["exp"] - token_claims["iat"] == 900
 
@@ -252,7 +253,7 @@ async def test_login_is_limited_per_account_across_ips(
     aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool
 ) -> None:
     client = await aiohttp_client(
-        app_factory(**local_overrides(RATE_LIMIT_AUTH_MAX=3, TRUSTED_PROXIES="127.0.0.1/32,::1/128")),
+        app_factory(**local_overrides(RATE_LIMIT_AUTH_ACCOUNT_MAX=3, TRUSTED_PROXIES="127.0.0.1/32,::1/128")),
         cookie_jar=DummyCookieJar(),
     )
     await make_user(db_pool)
@@ -264,6 +265,59 @@ async def test_login_is_limited_per_account_across_ips(
     # Another account from a fresh address is not affected.
     other = await login(client, email="other@example.com", **{"X-Forwarded-For": "203.0.113.99"})
     assert other.status == 401
+
+
+async def test_a_stranger_cannot_lock_the_owner_out(
+    aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool
+) -> None:
+    """Wrong passwords from one address exhaust that address's bucket for the account, not the account."""
+    client = await aiohttp_client(
+        app_factory(
+            **local_overrides(RATE_LIMIT_AUTH_MAX=3, RATE_LIMIT_AUTH_ACCOUNT_MAX=10, TRUSTED_PROXIES="127.0.0.1/32")
+        ),
+        cookie_jar=DummyCookieJar(),
+    )
+    await make_user(db_pool)
+    before = {reason: sample("auth_login_failures_total", reason=reason) for reason in REASONS}
+    stranger = {"X-Forwarded-For": "198.51.100.7"}
+    statuses = [(await login(client, password="guess", **stranger)).status for _ in range(3)]
+    limited = await login(client, password="guess", **stranger)
+    assert statuses == [401, 401, 401]
+    await error_of(limited, 429, "rate_limited")
+    # the owner, from their own address, still logs in
+    owner = await login(client, **{"X-Forwarded-For": "192.0.2.10"})
+    assert owner.status == 200, await owner.text()
+    # failed attempts are counted by reason
+    await login(client, email="nobody@example.com", **{"X-Forwarded-For": "192.0.2.11"})
+    await login(client, email="not-an-email", **{"X-Forwarded-For": "192.0.2.12"})
+    after = {reason: sample("auth_login_failures_total", reason=reason) for reason in REASONS}
+    assert {reason: after[reason] - before[reason] for reason in REASONS} == {
+        "wrong_password": 3,
+        "limited_account_address": 0,  # the route's per-address bucket (same size) refused the 4th first
+        "unknown_account": 1,
+        "invalid_request": 1,
+        "limited_account": 0,
+        "disabled_account": 0,
+    }
+    # only many addresses together reach the per-account bound (10 a minute here)
+    for n in range(6):
+        await login(client, password="guess", **{"X-Forwarded-For": f"203.0.113.{n + 1}"})
+    await error_of(await login(client, **{"X-Forwarded-For": "192.0.2.10"}), 429, "rate_limited")
+    assert sample("auth_login_failures_total", reason="limited_account") - before["limited_account"] == 1
+
+
+REASONS = (
+    "wrong_password",
+    "limited_account_address",
+    "unknown_account",
+    "invalid_request",
+    "limited_account",
+    "disabled_account",
+)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 # ------------------------------------------------------------------ tokens side by side

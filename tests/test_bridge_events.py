@@ -11,7 +11,7 @@ import pytest
 from gateway.bridge import events
 from gateway.bridge.notify import BridgeWakeup
 from gateway.unit_of_work import UnitOfWork
-from tests.stripe_events import make_event, new_id, settled_entry, subscription
+from tests.stripe_events import make_event, new_id, subscription
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
 from tests.subscription_helpers import test_plans as test_plans  # fixture
 from tests.test_auth_jwt import claims, hs256
@@ -19,53 +19,34 @@ from tests.test_auth_jwt import claims, hs256
 pytestmark = pytest.mark.usefixtures("test_plans")
 
 
-async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asyncpg.Pool, database_url: str) -> None:
+async def test_listener_hears_after_commit_and_never_for_a_rollback(
+    db_pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.webhooks import handlers
+    from gateway.webhooks.ledger import HandlerFailed
+
     wakeup = BridgeWakeup(database_url)
     await wakeup.start()
     try:
-        async with db_pool.acquire() as con:
-            # rolled back: published and flushed, then the transaction fails
-            with pytest.raises(RuntimeError):
-                async with con.transaction():
-                    unit = UnitOfWork(con, actor="test", source_event_id="evt_rollback", request_id=None)
-                    unit.publish(
-                        "SUBSCRIPTION_UPDATED",
-                        "u",
-                        {
-                            "subscription_id": "sub_rb",
-                            "plan_id": "premium",
-                            "status": "active",
-                            "customer_id": None,
-                            "currency": None,
-                            "amount": None,
-                        },
-                    )
-                    assert await unit.flush(settled_entry("evt_rollback")) is True
-                    raise RuntimeError("boom")
-            # committed, but nothing may be heard before the commit
-            tx = con.transaction()
-            await tx.start()
-            unit = UnitOfWork(con, actor="test", source_event_id="evt_commit", request_id=None)
-            unit.publish(
-                "SUBSCRIPTION_UPDATED",
-                "u",
-                {
-                    "subscription_id": "sub_ok",
-                    "plan_id": "premium",
-                    "status": "active",
-                    "customer_id": None,
-                    "currency": None,
-                    "amount": None,
-                },
-            )
-            await unit.flush(settled_entry("evt_commit"))
-            assert await wakeup.wait(0.3) is False
-            assert wakeup.notifications == []
-            await tx.commit()
-            new_id_ = await con.fetchval("SELECT id FROM bridge_events WHERE source_event_id = 'evt_commit'")
-        assert await wakeup.wait(5.0) is True
-        assert wakeup.notifications == [f"{new_id_}:SUBSCRIPTION_UPDATED"]
-        # through the webhook ledger as well
+        # rolled back: the handler publishes, then fails; nothing is announced
+        real = handlers.HANDLERS["customer.subscription.created"]
+
+        async def publish_then_fail(unit: Any, event: Any) -> Any:
+            await real(unit, event)
+            raise RuntimeError("boom")
+
+        monkeypatch.setitem(handlers.HANDLERS, "customer.subscription.created", publish_then_fail)
+        failing = make_event(
+            "customer.subscription.created",
+            subscription(price_id=PRICE_PREMIUM, sub_id=new_id("sub", 14), user_id="u"),
+        )
+        with pytest.raises(HandlerFailed):
+            await deliver(db_pool, failing)
+        assert await wakeup.wait(0.3) is False
+        assert wakeup.notifications == []
+        monkeypatch.setitem(handlers.HANDLERS, "customer.subscription.created", real)
+
+        # committed: announced once the transaction has committed, with the row's id and type
         await deliver(
             db_pool,
             make_event(
@@ -74,7 +55,9 @@ async def test_listener_hears_after_commit_and_never_for_a_rollback(db_pool: asy
             ),
         )
         assert await wakeup.wait(5.0) is True
-        assert wakeup.notifications[-1].endswith(":SUBSCRIPTION_ACTIVATED")
+        async with db_pool.acquire() as con:
+            new_id_ = await con.fetchval("SELECT max(id) FROM bridge_events")
+        assert wakeup.notifications == [f"{new_id_}:SUBSCRIPTION_ACTIVATED"]
     finally:
         await wakeup.close()
 
@@ -94,13 +77,11 @@ async def test_readers_never_skip_a_row_that_commits_late(db_pool: asyncpg.Pool)
         tx = first.transaction()
         await tx.start()
         unit = UnitOfWork(first, actor="t", source_event_id="evt_first", request_id=None)
-        unit.publish("SUBSCRIPTION_UPDATED", None, payload)
-        await unit.flush(settled_entry("evt_first"))
+        await unit.publish("SUBSCRIPTION_UPDATED", None, payload)
 
         async with second.transaction():  # not held back by the first writer
             other = UnitOfWork(second, actor="t", source_event_id="evt_second", request_id=None)
-            other.publish("SUBSCRIPTION_UPDATED", None, payload)
-            await asyncio.wait_for(other.flush(settled_entry("evt_second")), 5)
+            await asyncio.wait_for(other.publish("SUBSCRIPTION_UPDATED", None, payload), 5)
 
         read = asyncio.create_task(events.page(reader, 0, 10))
         await asyncio.sleep(0.2)

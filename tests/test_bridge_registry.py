@@ -21,7 +21,6 @@ from tests.stripe_events import (
     make_event,
     new_id,
     payment_intent,
-    settled_entry,
     subscription,
 )
 from tests.subscription_helpers import PRICE_PREMIUM, deliver
@@ -178,6 +177,10 @@ async def produce(pool: asyncpg.Pool, event_type: str) -> None:
             )
         if event_type == "ORDER_DISPUTED":
             await deliver(pool, make_event("charge.dispute.created", dispute(1000, charge=ch, payment_intent=pi)))
+        if event_type in ("ORDER_DISPUTE_WON", "ORDER_DISPUTE_LOST"):
+            outcome = event_type.removeprefix("ORDER_DISPUTE_").lower()
+            closed = dispute(1000, charge=ch, payment_intent=pi, status=outcome)
+            await deliver(pool, make_event("charge.dispute.closed", closed))
 
 
 @pytest.mark.usefixtures("test_plans")
@@ -196,11 +199,11 @@ async def test_an_invalid_event_fails_the_transaction(db_pool: asyncpg.Pool) -> 
         with pytest.raises(reg.BridgeSchemaError, match="not_declared_field"):
             async with con.transaction():
                 unit = UnitOfWork(con, actor="test", source_event_id="evt_invalid", request_id=None)
-                unit.audit("test.change", "thing", "1")
-                unit.publish("ORDER_PAID", "u", {"order_id": "x", "not_declared_field": 1})
-                await unit.flush(settled_entry("evt_invalid"))
+                await unit.audit("test.change", "thing", "1")
+                await unit.publish("ORDER_PAID", "u", {"order_id": "x", "not_declared_field": 1})
         with pytest.raises(reg.BridgeSchemaError, match="not in the schema registry"):
-            UnitOfWork(con, actor="test", source_event_id="evt_x", request_id=None).publish("NOPE_EVENT", None, {})
+            unit = UnitOfWork(con, actor="test", source_event_id="evt_x", request_id=None)
+            await unit.publish("NOPE_EVENT", None, {})
         assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
         assert await con.fetchval("SELECT count(*) FROM bridge_events") == 0
 

@@ -157,6 +157,8 @@ async def test_user_without_subscription_and_the_service_endpoint(client: Any, d
         "current_period_end": None,
         "cancel_at_period_end": False,
         "subscription_id": None,
+        "latest_invoice_url": None,
+        "latest_invoice_pdf": None,
     }
     await deliver(
         db_pool,

@@ -340,3 +340,71 @@ def test_decode_stripe_params() -> None:
         "expand": ["payment_intent", "customer"],
         "created": {"gte": "10"},
     }
+
+
+# ---- webhook endpoints, objects, 429 with Retry-After
+
+
+async def test_webhook_endpoints_secret_only_on_create(fake_stripe: FakeStripe, client: stripe.StripeClient) -> None:
+    created = await client.v1.webhook_endpoints.create_async(
+        params={
+            "url": "https://pay.example.com/stripe/webhook",
+            "enabled_events": ["charge.refunded", "checkout.session.completed"],
+            "api_version": "2025-03-31.basil",  # type: ignore[typeddict-item]
+        }
+    )
+    assert created.secret.startswith("whsec_") and created.status == "enabled"
+    fetched = await client.v1.webhook_endpoints.retrieve_async(created.id)
+    assert fetched.api_version == "2025-03-31.basil" and "secret" not in fetched.to_dict()
+    listed = await client.v1.webhook_endpoints.list_async()
+    assert [e.id for e in listed.data] == [created.id] and "secret" not in listed.data[0].to_dict()
+
+    updated = await client.v1.webhook_endpoints.update_async(
+        created.id, params={"disabled": True, "enabled_events": ["charge.refunded"]}
+    )
+    assert updated.status == "disabled" and updated.enabled_events == ["charge.refunded"]
+    with pytest.raises(stripe.InvalidRequestError, match="unknown parameter: api_version"):
+        await client.v1.webhook_endpoints.update_async(
+            created.id,
+            params={"api_version": "2020-08-27"},  # type: ignore[typeddict-unknown-key]
+        )
+    with pytest.raises(stripe.InvalidRequestError, match="Missing required param: enabled_events"):
+        await client.v1.webhook_endpoints.create_async(params={"url": "https://x.example/h"})  # type: ignore[typeddict-item]
+    deleted = await client.v1.webhook_endpoints.delete_async(created.id)
+    assert deleted.deleted is True and fake_stripe.webhook_endpoints == {}
+
+
+async def test_events_types_filter_takes_at_most_20(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError, match="at most 20"):
+        await client.v1.events.list_async(params={"types": [f"a.b{i}" for i in range(21)]})
+
+
+async def test_objects_retrieve_list_and_expand(fake_stripe: FakeStripe, client: stripe.StripeClient) -> None:
+    live = se.subscription(price_id="price_a", customer="cus_a")
+    ended = se.subscription(price_id="price_a", customer="cus_a", status="canceled")
+    fake_stripe.store_subscription(live)
+    fake_stripe.store_subscription(ended)
+    fake_stripe.store_subscription(se.subscription(price_id="price_a", customer="cus_b"))
+    default = await client.v1.subscriptions.list_async(params={"customer": "cus_a"})
+    assert [s.id for s in default.data] == [live["id"]]  # canceled ones only with status=all, as Stripe
+    every = await client.v1.subscriptions.list_async(params={"customer": "cus_a", "status": "all"})
+    assert sorted(s.id for s in every.data) == sorted([live["id"], ended["id"]])
+    assert (await client.v1.subscriptions.retrieve_async(ended["id"])).status == "canceled"
+
+    charge = se.charge(None, 500)
+    intent = se.payment_intent(None, 500, charge_id=charge["id"])
+    fake_stripe.store_charge(charge)
+    fake_stripe.store_payment_intent(intent)
+    plain = await client.v1.payment_intents.retrieve_async(intent["id"])
+    assert plain.latest_charge == charge["id"]
+    expanded = await client.v1.payment_intents.retrieve_async(intent["id"], params={"expand": ["latest_charge"]})
+    assert expanded.to_dict()["latest_charge"]["id"] == charge["id"]
+    with pytest.raises(stripe.InvalidRequestError, match="No such subscription"):
+        await client.v1.subscriptions.retrieve_async("sub_missing")
+
+
+async def test_429_carries_retry_after(fake_stripe: FakeStripe, client: stripe.StripeClient) -> None:
+    fake_stripe.fail_next(1, status=429, path="/v1/events", retry_after=12)
+    with pytest.raises(stripe.RateLimitError) as raised:
+        await client.v1.events.list_async()
+    assert raised.value.http_status == 429 and raised.value.headers["Retry-After"] == "12"

@@ -39,7 +39,15 @@ PATTERNS = ("api.shop.test", "*.example.com", "127.0.0.1", "::1", "LocalHost")
         ("127.0.0.2", False),
         ("[::1]", True),
         ("[::1]:8080", True),
-        ("::1", True),
+        ("::1", False),  # an IPv6 Host must be bracketed: "::1" could be a host and a port
+        ("localhost:evil.example", False),  # one host, then a numeric port only
+        ("localhost:", False),
+        ("localhost:99999", False),
+        ("127.0.0.1:8080:1", False),
+        ("[::1]evil", False),
+        ("[::1]:80:80", False),
+        ("local host", False),
+        ("[0:0:0:0:0:0:0:1]", True),
         ("[::2]:8080", False),
         ("", False),
         (None, False),

@@ -37,6 +37,10 @@ LOG_MESSAGES = (
     "Stripe webhook signature verification failed",
     "Webhook rate limit exceeded (429)",
     "request failed outside the middleware stack",
+    "missed webhook events found by the watchdog",
+    "Stripe API rate limit (429); waiting before the next attempt",
+    "Stripe events listing failed",
+    "background task failed",
 )
 
 

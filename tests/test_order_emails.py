@@ -14,11 +14,11 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
-from gateway import metrics
+from gateway import keys, metrics
 from gateway.notifications.order_emails import KIND, EmailConfig, OrderEmailNotifier
 from tests.conftest import make_settings
 from tests.factories import create_order, create_product
-from tests.stripe_events import checkout_session, make_event, new_id
+from tests.stripe_events import checkout_session, make_event, new_id, payment_intent
 from tests.subscription_helpers import deliver
 
 BUYER = "buyer.person@example.org"
@@ -135,12 +135,53 @@ async def test_failures_are_retried_with_backoff_then_given_up(
         )
 
 
+async def test_an_order_paid_before_its_address_is_known_waits_for_it(
+    db_pool: asyncpg.Pool, smtp: tuple[Mailbox, str], app_factory: Any
+) -> None:
+    """The payment intent's event pays the order before the Checkout Session's brings the buyer's address: the
+    e-mail waits (counted), then goes out once the address has arrived; never lost to event order."""
+    mailbox, url = smtp
+    async with db_pool.acquire() as con:
+        product = await create_product(con, new_id("SKU", 8), stock=3, unit_amount=2500)
+        order_id = await create_order(con, [(product, 1)])
+    pi = new_id("pi")
+    paid = make_event("payment_intent.succeeded", payment_intent(order_id, 2500, pi_id=pi))
+    assert (await deliver(db_pool, paid)).status == "processed"
+    notifier = OrderEmailNotifier(db_pool, config(url))
+    assert await notifier.run_once() == 0
+    async with db_pool.acquire() as con:
+        assert await con.fetchval("SELECT status FROM email_deliveries") == "waiting_address"
+    from gateway.metrics_listener import refresh_state_gauges
+
+    app = app_factory()
+    app[keys.DB_POOL] = db_pool
+    await refresh_state_gauges(app)
+    assert metrics.EMAILS_WAITING_ADDRESS._value.get() == 1
+
+    session = checkout_session(order_id, amount_total=2500, payment_intent=pi, user_id="user-1")
+    session["customer_details"]["email"] = BUYER
+    assert (await deliver(db_pool, make_event("checkout.session.completed", session))).status == "processed"
+    async with db_pool.acquire() as con:  # next look, a minute later
+        await con.execute("UPDATE email_deliveries SET next_attempt_at = now()")
+    assert await notifier.run_once() == 1
+    assert [recipients for recipients, _ in mailbox.messages] == [[BUYER]]
+    await refresh_state_gauges(app)
+    assert metrics.EMAILS_WAITING_ADDRESS._value.get() == 0
+
+
 async def test_unreachable_server_and_missing_address(db_pool: asyncpg.Pool) -> None:
     await paid_order(db_pool, email=None)
-    no_recipient = sample("no_recipient")
     notifier = OrderEmailNotifier(db_pool, config(f"smtp://127.0.0.1:{_free_port()}"))
     await notifier.run_once()
+    async with db_pool.acquire() as con:
+        assert await con.fetchval("SELECT status FROM email_deliveries") == "waiting_address"
+        # no event brought an address within EMAIL_MAX_AGE: given up
+        await con.execute("UPDATE email_deliveries SET created_at = now() - interval '2 days', next_attempt_at = now()")
+    no_recipient = sample("no_recipient")
+    await notifier.run_once()
     assert sample("no_recipient") == no_recipient + 1
+    async with db_pool.acquire() as con:
+        assert await con.fetchval("SELECT status FROM email_deliveries") == "skipped"
     await paid_order(db_pool)
     retries = sample("retry")
     await notifier.run_once()  # connection refused

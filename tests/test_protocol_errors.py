@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.metrics import HTTP
+from gateway.middleware.body_read import body_read_middleware
 from gateway.middleware.errors import MALFORMED_ROUTE, install_protocol_error_answers
 from tests.conftest import make_settings
 from tests.platform_app import json_logs, tiny_app
@@ -180,7 +181,9 @@ async def test_a_request_target_no_route_can_match_gets_the_json_404(
 
 
 async def test_an_expectation_the_gateway_cannot_meet_gets_the_json_417(aiohttp_server: Any) -> None:
-    server = await aiohttp_server(tiny_app(make_settings(), [web.post("/ok", ok)], []))
+    # 100 Continue comes from the innermost layer of a route that reads a body (tests/test_hostile_edge.py).
+    settings = make_settings()
+    server = await aiohttp_server(tiny_app(settings, [web.post("/ok", ok)], [body_read_middleware(settings)]))
     head = b"POST /ok HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nConnection: close\r\n"
 
     status, headers, body = await exchange(server.port, head + b"Expect: something-else\r\n\r\n{}")

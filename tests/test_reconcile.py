@@ -168,7 +168,6 @@ async def test_reconcile_with_the_kill_switch_only_records(
     assert (await ledger_row(db_pool, events[0]["id"]))["status"] == "received"
 
 
-@pytest.mark.usefixtures("handler_path")
 async def test_reconcile_counts_handler_failures_and_exits_1(
     db_pool: asyncpg.Pool, settings: Settings, fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
 ) -> None:

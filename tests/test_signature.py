@@ -10,11 +10,13 @@ from collections.abc import Callable
 
 import pytest
 import stripe
+from prometheus_client import REGISTRY
 
 from gateway.webhooks.signature import (
     SIGNATURE_FAILURE_REASONS,
     SignatureError,
     compute_signature,
+    count_failure,
     parse_header,
     sign,
     verify_signature,
@@ -62,7 +64,7 @@ def test_v0_is_ignored() -> None:
     assert verify_signature(BODY, header, [SECRET], 300, now=NOW) == 0
     # A v0 carrying the correct HMAC does not authenticate anything on its own.
     only_v0 = f"t={NOW},v0={v1(BODY, SECRET, NOW)}"
-    assert reason(BODY, only_v0, [SECRET]) == "no_matching_signature"
+    assert reason(BODY, only_v0, [SECRET]) == "malformed_header"  # no v1 at all: not a Stripe signature
 
 
 def test_stale_timestamp_refused() -> None:
@@ -142,12 +144,50 @@ def test_malformed_pieces_are_tolerated() -> None:
 
 
 def test_timestamp_without_signature() -> None:
-    assert reason(BODY, f"t={NOW}", [SECRET]) == "no_matching_signature"
+    assert reason(BODY, f"t={NOW}", [SECRET]) == "malformed_header"
 
 
 def test_non_ascii_signature_does_not_crash() -> None:
     header = f"t={NOW},v1=é{'0' * 63}"
-    assert reason(BODY, header, [SECRET]) == "no_matching_signature"
+    assert reason(BODY, header, [SECRET]) == "malformed_header"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected", "unsigned"),
+    [
+        (None, "missing_header", True),
+        ("", "missing_header", True),
+        ("junk", "malformed_header", True),
+        (f"t={NOW},v1=deadbeef", "malformed_header", True),  # not a SHA-256: not a signature at all
+        (f"t={NOW},v1={'0' * 64}".upper(), "malformed_header", True),
+        (f"v1={'0' * 64}", "malformed_header", True),
+        (f"t={NOW},v1={'0' * 64}", "no_matching_signature", False),  # well-formed, wrong secret: pages
+        (f"t={NOW - 3600},v1=SIGNED", "timestamp_out_of_tolerance", False),
+    ],
+)
+def test_unsigned_deliveries_are_told_apart_from_wrong_signatures(
+    header: str | None, expected: str, unsigned: bool
+) -> None:
+    if header is not None and "SIGNED" in header:
+        header = sign(BODY, SECRET, NOW - 3600)
+    with pytest.raises(SignatureError) as caught:
+        verify_signature(BODY, header, [SECRET], 300, now=NOW)
+    assert (caught.value.reason, caught.value.unsigned) == (expected, unsigned)
+
+
+def test_count_failure_keeps_unsigned_deliveries_in_their_own_metric() -> None:
+    def samples() -> tuple[float, float, float]:
+        return (
+            REGISTRY.get_sample_value("stripe_webhook_unsigned_total", {"reason": "malformed_header"}) or 0.0,
+            REGISTRY.get_sample_value("stripe_webhook_unsigned_total", {"reason": "no_matching_signature"}) or 0.0,
+            REGISTRY.get_sample_value("stripe_webhook_signature_failures_total", {"reason": "malformed_header"}) or 0.0,
+        )
+
+    before = samples()
+    count_failure(SignatureError("malformed_header"))
+    count_failure(SignatureError("no_matching_signature"))
+    after = samples()
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0, 0.0, 1.0]
 
 
 @pytest.mark.parametrize(
@@ -172,7 +212,8 @@ def test_signature_is_over_raw_bytes_not_reparsed_json() -> None:
 
 
 def test_parse_header() -> None:
-    assert parse_header("t=12,v1=a,v0=b,v1=c") == (12, ["a", "c"])
+    a, c = "a" * 64, "c" * 64
+    assert parse_header(f"t=12,v1={a},v0=b,v1={c},v1=short") == (12, [a, c])
 
 
 def test_default_now_is_wall_clock() -> None:

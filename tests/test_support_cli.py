@@ -156,8 +156,7 @@ def test_find_needs_exactly_one_key(settings: Settings) -> None:
 
 def failing_once(calls: list[str]) -> Any:
     async def handler(unit: UnitOfWork, event: StripeEvent) -> Outcome:
-        # A real write first, so the test also proves the failed attempt's changes were rolled back. (In optimistic
-        # mode it raises NeedsTransaction before anything is sent: the event runs again locked, counted here.)
+        # A real write first, so the test also proves the failed attempt's changes were rolled back.
         await unit.con.execute("UPDATE orders SET status_reason = 'half-done'")
         calls.append(event.id)
         raise RuntimeError("simulated handler bug")
@@ -165,7 +164,6 @@ def failing_once(calls: list[str]) -> Any:
     return handler
 
 
-@pytest.mark.usefixtures("handler_path")
 async def test_replay_of_a_failed_event_processes_it_once(
     db_pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,7 +249,6 @@ async def test_replay_of_ignored_and_stale_events_is_reported_not_reapplied(
     assert await order_status(db_pool, order_id) == "paid"
 
 
-@pytest.mark.usefixtures("handler_path")
 async def test_replay_failed_batch_oldest_first_with_summary(
     db_pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -292,7 +289,6 @@ async def test_replay_failed_batch_oldest_first_with_summary(
     assert again.code == 0 and again.json["selected"] == 0
 
 
-@pytest.mark.usefixtures("handler_path")
 async def test_replay_failed_batch_reports_failures_exit_1(
     db_pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

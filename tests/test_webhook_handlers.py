@@ -412,7 +412,7 @@ async def test_dispute_created_disputes_the_order(client: Any, db_pool: asyncpg.
         assert row is not None and str(row["order_id"]) == order_id and row["amount"] == dispute["amount"]
         assert row["status"] == dispute["status"]
         assert await bridge_types(con, order_id) == ["ORDER_PAID", "ORDER_DISPUTED"]
-        assert await audit_actions(con, order_id) == ["order.paid", "order.disputed"]
+        assert await audit_actions(con, order_id) == ["order.paid", "dispute.opened"]
         assert await stock_of(con, product) == (4, 0, 1)
 
     # a full refund of a disputed order ends it refunded

@@ -28,7 +28,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.db.pipeline import Pipeline
 from gateway.webhooks.ledger import ingest
 from tests.stripe_events import charge, checkout_session, dispute, make_event, new_id, payment_intent, refund
 from tests.webhook_support import bridge_types, order_row, seed_order, stock_of, to_event
@@ -140,9 +139,7 @@ async def pool(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 async def _deliver(pool: asyncpg.Pool, events: list[dict[str, Any]]) -> None:
     for event in events:
-        result = await ingest(
-            Pipeline(pool), to_event(event), request_id=None, handlers_enabled=True, app_source="website"
-        )
+        result = await ingest(pool, to_event(event), request_id=None, handlers_enabled=True, app_source="website")
         assert result.status in ("processed", "stale", "ignored"), (event["type"], result)
         assert result.status != "ignored", (event["type"], result)  # every event must find its order
 

@@ -20,11 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import context, keys
+from gateway import client_address, context, keys, metrics
 from gateway.accounts import passwords, store
 from gateway.accounts.tokens import local_token_verifier_ctx
 from gateway.checkout.validation import Problems, read_json_object, refuse_unknown
-from gateway.errors import RateLimited, Unauthorized
+from gateway.errors import ApiError, RateLimited, Unauthorized
 from gateway.middleware import add_routes
 from gateway.ratelimit.policies import Policy, ratelimit_header, retry_after_seconds
 from gateway.responses import NO_STORE, json_response
@@ -36,9 +36,12 @@ log = logging.getLogger("gateway.accounts")
 AUTH_PATH = "/v1/auth"
 REFRESH_COOKIE = "gateway_refresh"
 MAX_EMAIL_LENGTH = 320
+# Refresh tokens are URL-safe base64 (ASCII); a cookie with other bytes is no token of ours.
+MAX_REFRESH_TOKEN_LENGTH = 256
 _LOGIN_FIELDS = frozenset({"email", "password"})
 
 ACCOUNT_POLICY_NAME = "auth_account"
+ACCOUNT_ADDRESS_POLICY_NAME = "auth_account_address"
 
 
 def _cookie_attributes(settings: Settings) -> dict[str, Any]:
@@ -94,33 +97,52 @@ def _parse_login(body: dict[str, Any]) -> tuple[str, str]:
 
 
 async def _limit_account(request: web.Request, email: str) -> None:
-    """The `auth` policy per account (the route's policy already counted the client IP)."""
-    limit = request.app[keys.SETTINGS].rate_limit_auth_max
-    policy = Policy(ACCOUNT_POLICY_NAME, limit, limit, "user")
+    """Login attempts per account and client address (RATE_LIMIT_AUTH_MAX), then per account from every address
+    together (RATE_LIMIT_AUTH_ACCOUNT_MAX, larger): a stranger guessing from a few addresses exhausts their own
+    buckets, not the owner's. The route's policy already counted the client address alone."""
+    settings = request.app[keys.SETTINGS]
+    limiter = request.app[keys.RATE_LIMITER]
     account = hashlib.sha256(email.encode()).hexdigest()[:32]  # never the e-mail itself
-    decision = await request.app[keys.RATE_LIMITER].check(policy, "account:" + account)
-    if decision is not None and not decision.allowed:
-        log.info("Rate limit exceeded", extra={"code": RateLimited.code, "reason": policy.name})
-        raise RateLimited(
-            headers={
-                "Retry-After": str(retry_after_seconds(decision)),
-                "RateLimit-Policy": policy.policy_header(),
-                "RateLimit": ratelimit_header(policy, decision),
-            }
-        )
+    address = client_address.rate_limit_key(context.get_context(request).client_ip)
+    per_address = Policy(ACCOUNT_ADDRESS_POLICY_NAME, settings.rate_limit_auth_max, settings.rate_limit_auth_max)
+    per_account = Policy(
+        ACCOUNT_POLICY_NAME, settings.rate_limit_auth_account_max, settings.rate_limit_auth_account_max, "user"
+    )
+    for policy, client, reason in (
+        (per_address, f"account:{account}:ip:{address}", "limited_account_address"),
+        (per_account, f"account:{account}", "limited_account"),
+    ):
+        decision = await limiter.check(policy, client)
+        if decision is not None and not decision.allowed:
+            metrics.LOGIN_FAILURES.labels(reason).inc()
+            metrics.RATE_LIMITED.labels(policy.name).inc()
+            log.info("Rate limit exceeded", extra={"code": RateLimited.code, "reason": policy.name})
+            raise RateLimited(
+                headers={
+                    "Retry-After": str(retry_after_seconds(decision)),
+                    "RateLimit-Policy": policy.policy_header(),
+                    "RateLimit": ratelimit_header(policy, decision),
+                }
+            )
 
 
 @route_options(rate_limit="auth", auth="none")
 async def login(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
-    email, password = _parse_login(await read_json_object(request))
+    try:
+        email, password = _parse_login(await read_json_object(request))
+    except ApiError:
+        metrics.LOGIN_FAILURES.labels("invalid_request").inc()
+        raise
     await _limit_account(request, email)
     pool = request.app[keys.DB_POOL]
     async with pool.acquire() as con:
         user = await con.fetchrow(store.FIND_USER, email)
     matches, needs_rehash = await passwords.check_password(user["password_hash"] if user else None, password)
     if user is None or not matches or user["disabled_at"] is not None:
-        log.info("login refused", extra={"code": "invalid_credentials"})
+        reason = "unknown_account" if user is None else "wrong_password" if not matches else "disabled_account"
+        metrics.LOGIN_FAILURES.labels(reason).inc()
+        log.info("login refused", extra={"code": "invalid_credentials", "reason": reason})
         raise Unauthorized("Invalid e-mail or password", code="invalid_credentials")
     user_id: str = user["id"]
     async with pool.acquire() as con:
@@ -134,7 +156,7 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     token = request.cookies.get(REFRESH_COOKIE)
-    if not token or len(token) > 256:
+    if not token or len(token) > MAX_REFRESH_TOKEN_LENGTH or not token.isascii():
         raise _refused(settings, "No refresh token", "refresh_token_missing")
     async with request.app[keys.DB_POOL].acquire() as con:
         ttl = settings.auth_refresh_token_ttl_seconds
@@ -151,7 +173,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     token = request.cookies.get(REFRESH_COOKIE)
-    if token and len(token) <= 256:
+    if token and len(token) <= MAX_REFRESH_TOKEN_LENGTH and token.isascii():
         async with request.app[keys.DB_POOL].acquire() as con:
             await store.revoke(con, token, "logout")
     response = web.Response(status=204, headers={"Cache-Control": "no-store"})

@@ -23,11 +23,19 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.accounts import passwords
-from gateway.auth.tokens import Identity, TokenRejected, TokenVerifier
+from gateway.auth.tokens import Identity, TokenRejected, TokenVerifier, check_token_shape
 from gateway.settings import ConfigError, Settings
 
 LOCAL_ALGORITHM = "HS256"
 ROLES_CLAIM = "roles"
+# The subject namespace of local accounts: a local user's id is "local:<uuid>", so no identity-provider user can
+# ever have the same id (an identity provider's token with such a subject is refused).
+LOCAL_SUBJECT_PREFIX = "local:"
+
+
+def local_subject(user_id: str) -> str:
+    """The gateway-wide user id of the local account `user_id` (the `users.id` uuid)."""
+    return user_id if user_id.startswith(LOCAL_SUBJECT_PREFIX) else LOCAL_SUBJECT_PREFIX + user_id
 
 
 def local_key(settings: Settings) -> str | None:
@@ -76,7 +84,7 @@ class AccessTokenIssuer:
         claims: dict[str, Any] = {
             "iss": self._issuer,
             "aud": self._audience,
-            "sub": user_id,
+            "sub": local_subject(user_id),
             "iat": now,
             "exp": now + self.ttl,
             "jti": secrets.token_urlsafe(12),
@@ -108,12 +116,17 @@ class GatewayTokenVerifier(TokenVerifier):
         return super().algorithms | self.external.algorithms
 
     async def verify(self, token: str) -> Identity:
+        check_token_shape(token)
         if _unverified_issuer(token) != self._local_issuer:
-            return await self.external.verify(token)
+            identity = await self.external.verify(token)
+            if identity.user_id.startswith(LOCAL_SUBJECT_PREFIX):
+                raise TokenRejected("reserved_subject")
+            return identity
         identity = await super().verify(token)
         if identity.claims.get("token_use") != "access":
             raise TokenRejected("wrong_token_use")
-        return identity
+        # Tokens issued before the namespace existed carry the bare uuid; they live AUTH_ACCESS_TOKEN_TTL_SECONDS.
+        return dataclasses.replace(identity, user_id=local_subject(identity.user_id))
 
 
 async def local_token_verifier_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -34,6 +34,8 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway.auth")
 
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub")
+# RFC 7519 NumericDate: a JSON number. PyJWT also takes a numeric string ("9999999999"); the gateway does not.
+TIME_CLAIMS = ("exp", "nbf", "iat")
 MAX_TOKEN_LENGTH = 16_384
 MAX_JWKS_BYTES = 1_048_576
 JWKS_FETCH_TIMEOUT_SECONDS = 5.0
@@ -69,6 +71,13 @@ class Identity:
     user_id: str
     roles: frozenset[str]
     claims: Mapping[str, Any]
+
+
+def check_token_shape(token: str) -> None:
+    """TokenRejected("malformed") for a token no JWT library should be handed: empty, too long, or not ASCII
+    (a JWT is base64url and dots; a non-ASCII character would raise from deep inside the library)."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        raise TokenRejected("malformed")
 
 
 def roles_from_claims(claims: Mapping[str, Any], path: str) -> frozenset[str]:
@@ -147,8 +156,7 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Identity:
         """The identity of a valid token; TokenRejected otherwise (KeySourceUnavailable: JWKS down)."""
-        if not token or len(token) > MAX_TOKEN_LENGTH:
-            raise TokenRejected("malformed")
+        check_token_shape(token)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -204,6 +212,10 @@ class TokenVerifier:
             raise TokenRejected("bad_key") from None
         except jwt.PyJWTError:
             raise TokenRejected("invalid") from None
+        for name in TIME_CLAIMS:
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise TokenRejected(f"invalid_{name}")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise TokenRejected("missing_sub")

@@ -1,7 +1,7 @@
 """Reading the bridge (outbox) table: pages for other apps, and the newest id.
 
 Paging with `id > cursor` must never skip a row that commits late with a smaller id. Writers hold an advisory
-lock in shared mode from the moment they draw a bridge id until they commit (`UnitOfWork.flush`); a reader takes
+lock in shared mode from the moment they draw a bridge id until they commit (gateway/bridge/outbox.py); a reader takes
 it in exclusive mode first (`wait_for_writers`), in its own transaction, which waits for those writers to end and
 holds new ones back for the few milliseconds of the read. Every id drawn before the read is then final.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.unit_of_work import BRIDGE_LOCK_KEY
+from gateway.bridge.outbox import BRIDGE_LOCK_KEY
 
 PAGE = """
 SELECT id, event_type, user_id, app_source, payload, metadata, source_event_id, created_at

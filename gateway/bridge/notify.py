@@ -1,8 +1,8 @@
 """LISTEN on the bridge channel: background workers wake up as soon as a bridge event commits.
 
-PostgreSQL delivers a NOTIFY only when the publishing transaction commits (never for a rolled-back one), so a
-wake-up always finds the new rows. Notifications are only a hint: workers also poll every interval, and a lost
-listener connection is reopened on the next wait.
+Writers announce new rows only once their transaction has committed (gateway/bridge/outbox.py: announce), so a
+wake-up always finds them, and a rolled-back write is never announced. Notifications are only a hint: workers
+also poll every interval, and a lost listener connection is reopened on the next wait.
 
 A wake-up waits `COALESCE_SECONDS` more before it returns, so a burst of events makes one round of the
 workers, not one round per event (each round briefly holds back bridge writers: gateway/bridge/events.py).
@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.unit_of_work import BRIDGE_CHANNEL
+from gateway.bridge.outbox import BRIDGE_CHANNEL
 
 log = logging.getLogger("gateway.bridge")
 

@@ -1,10 +1,10 @@
 """The bridge schema registry (`bridge/schema-registry.yaml`): every event type the gateway publishes and its
 payload.
 
-`validate_event()` runs for every `UnitOfWork.publish()`: an event whose type is not listed, or whose payload
-has an undeclared key, misses a required one, or carries a value of the wrong type, raises
-`BridgeSchemaError`, which fails the transaction that tried to publish it (the webhook answers 500 and Stripe
-retries after the fix). The file is parsed once per process and checked at boot (`bridge_ctx`).
+`validate_event()` runs for every bridge event the one publish function writes (gateway/bridge/outbox.py): an
+event whose type is not listed, or whose payload has an undeclared key, misses a required one, or carries a value
+of the wrong type, raises `BridgeSchemaError`, which fails the transaction that tried to publish it (the webhook
+answers 500 and Stripe retries after the fix). The file is parsed once per process and checked at boot (`bridge_ctx`).
 
 """
 
@@ -28,6 +28,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "integer": (int,),
     "boolean": (bool,),
     "object": (dict,),
+    "array": (list,),
 }
 _EVENT_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
 

@@ -15,6 +15,7 @@ from gateway import context, keys
 from gateway.bridge import events
 from gateway.bridge.registry import registry
 from gateway.errors import BadRequest, Unauthorized
+from gateway.input_rules import parse_ascii_int
 from gateway.middleware import add_routes
 from gateway.responses import json_response
 from gateway.routing import route_options
@@ -31,10 +32,9 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"`{name}` must be an integer", code="invalid_parameter") from None
+    value = parse_ascii_int(raw)
+    if value is None:
+        raise BadRequest(f"`{name}` must be an integer", code="invalid_parameter")
     if not low <= value <= high:
         raise BadRequest(f"`{name}` must be between {low} and {high}", code="invalid_parameter")
     return value

@@ -18,7 +18,8 @@ from aiohttp import web
 from gateway import context, keys
 from gateway.checkout.validation import Problems
 from gateway.errors import NotFound, Unauthorized
-from gateway.orders import transitions as t
+from gateway.input_rules import parse_ascii_int, timestamp_problem
+from gateway.orders import state_machine as t
 from gateway.orders.queries import valid_uuid
 from gateway.responses import NO_STORE, json_response
 from gateway.routing import route_options
@@ -31,6 +32,7 @@ ORDER_WITH_ITEMS = """
 SELECT
     o.id::text AS id, o.status, o.amount_total, o.amount_refunded, o.currency, o.checkout_url,
     o.checkout_expires_at, o.paid_at, o.created_at, o.updated_at,
+    o.amount_subtotal, o.amount_discount, o.amount_tax, o.customer_tax_ids, o.receipt_url,
     coalesce((
         SELECT jsonb_agg(jsonb_build_object(
                    'product_id', i.product_id, 'name', p.name, 'quantity', i.quantity,
@@ -72,6 +74,11 @@ def order_json(row: asyncpg.Record) -> dict[str, Any]:
         "amount_total": row["amount_total"],
         "amount_refunded": row["amount_refunded"],
         "currency": row["currency"],
+        "amount_subtotal": row["amount_subtotal"],
+        "amount_discount": row["amount_discount"],
+        "amount_tax": row["amount_tax"],
+        "customer_tax_ids": row["customer_tax_ids"],
+        "receipt_url": row["receipt_url"],
         "items": row["items"],
         "checkout_url": row["checkout_url"] if open_checkout else None,
         "expires_at": iso(expires_at),
@@ -115,7 +122,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str] | None:
     except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
         return None
     uid = valid_uuid(order_id) if isinstance(order_id, str) else None
-    if uid is None or when.tzinfo is None:
+    if uid is None or when.tzinfo is None or timestamp_problem(when) is not None:
         return None
     return when, uid
 
@@ -129,10 +136,11 @@ async def list_orders(request: web.Request) -> web.Response:
     limit = DEFAULT_PAGE
     raw_limit = request.query.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        parsed = parse_ascii_int(raw_limit)
+        if parsed is None or not 1 <= parsed <= MAX_PAGE:
             problems.add("limit", f"an integer from 1 to {MAX_PAGE}")
         else:
-            limit = int(raw_limit)
+            limit = parsed
     after: tuple[datetime, str] | None = None
     raw_cursor = request.query.get("cursor")
     if raw_cursor is not None:

@@ -8,8 +8,9 @@ import logging
 import stripe
 from aiohttp import web
 
-from gateway import context, keys
-from gateway.checkout import orders_api, service
+from gateway import client_address, context, keys
+from gateway.billing import routes as billing_routes
+from gateway.checkout import holds, orders_api, service
 from gateway.checkout.validation import idempotency_key, parse_checkout, read_json_object
 from gateway.errors import ApiError, ServiceUnavailable, Unauthorized
 from gateway.middleware import add_routes
@@ -36,13 +37,24 @@ async def create_checkout_session(request: web.Request) -> web.Response:
     user_id = ctx.user_id
     settings = request.app[keys.SETTINGS]
     key = idempotency_key(request)
-    req = parse_checkout(await read_json_object(request), settings)
+    body = await read_json_object(request)
+    if body.get("mode") == "subscription":
+        return await billing_routes.create_subscription_checkout(request, user_id, body, key)
+    req = parse_checkout(body, settings)
     client: stripe.StripeClient | None = request.app.get(keys.STRIPE_CLIENT)
     if client is None:
         raise ServiceUnavailable("Payments are not configured", code="payments_unavailable")
 
     async with request.app[keys.DB_POOL].acquire() as con:
-        result = await service.reserve(con, settings, user_id, req, idempotency_key=key, request_id=ctx.request_id)
+        result = await service.reserve(
+            con,
+            settings,
+            user_id,
+            req,
+            client=holds.client_key(client_address.rate_limit_key(ctx.client_ip)),
+            idempotency_key=key,
+            request_id=ctx.request_id,
+        )
     if isinstance(result, service.CheckoutAnswer):
         context.bind(orderId=result.body.get("order_id"))
         return _json(

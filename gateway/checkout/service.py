@@ -26,10 +26,12 @@ from typing import Any
 import asyncpg
 import stripe
 
-from gateway import stock
+from gateway import metrics, stock
+from gateway.billing.checkout_options import session_options
+from gateway.checkout import holds
 from gateway.checkout.validation import CheckoutRequest
 from gateway.errors import ApiError, BadGateway, Conflict, ValidationFailed
-from gateway.orders import transitions as t
+from gateway.orders import state_machine as t
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.checkout")
@@ -61,8 +63,8 @@ FOR UPDATE
 """
 
 INSERT_ORDER = """
-INSERT INTO orders (user_id, amount_total, currency, checkout_expires_at)
-VALUES ($1, $2, $3, $4)
+INSERT INTO orders (user_id, amount_total, currency, checkout_expires_at, checkout_client)
+VALUES ($1, $2, $3, $4, $5)
 RETURNING id::text
 """
 
@@ -148,10 +150,13 @@ async def reserve(
     user_id: str,
     req: CheckoutRequest,
     *,
+    client: str,
     idempotency_key: str | None,
     request_id: str | None,
 ) -> PendingOrder | CheckoutAnswer:
-    """Step 1, one transaction: the pending order and its held stock (or the stored answer of a replay)."""
+    """Step 1, one transaction: the pending order and its held stock (or the stored answer of a replay).
+
+    `client` is the order's client key (`holds.client_key`), for the per-address bound on held stock."""
     product_ids = [i.product_id for i in req.items]
     async with con.transaction():
         if idempotency_key is not None:
@@ -159,6 +164,19 @@ async def reserve(
             previous = await con.fetchrow(SELECT_IDEMPOTENT, user_id, idempotency_key)
             if previous is not None:
                 return _replay(previous, req)
+        released = await holds.bound_holds(
+            con, settings, user_id, client, product_ids, sum(i.quantity for i in req.items)
+        )
+        for superseded, count in released.items():
+            await _audit(
+                con,
+                user_id,
+                "order.holds_released",
+                superseded,
+                request_id,
+                reason=holds.SUPERSEDED_REASON,
+                released=count,
+            )
 
         rows = {r["id"]: r for r in await con.fetch(LOCK_PRODUCTS, product_ids)}
         missing = [pid for pid in product_ids if pid not in rows or not rows[pid]["active"]]
@@ -192,7 +210,7 @@ async def reserve(
         amount_total = sum(rows[i.product_id]["unit_amount"] * i.quantity for i in req.items)
         # Whole seconds: Stripe's expires_at is a Unix timestamp and must equal the reservations' expiry.
         expires_at = datetime.fromtimestamp(int(time.time()) + expiry_seconds(settings), UTC)
-        order_id: str = await con.fetchval(INSERT_ORDER, user_id, amount_total, currency, expires_at)
+        order_id: str = await con.fetchval(INSERT_ORDER, user_id, amount_total, currency, expires_at, client)
         await con.fetch(
             HOLD_ITEMS,
             order_id,
@@ -215,6 +233,8 @@ async def reserve(
             currency=currency,
             products=product_ids,
         )
+    if released:
+        metrics.RESERVATIONS_RELEASED.labels(holds.SUPERSEDED_REASON).inc(sum(released.values()))
 
     lines = [
         {
@@ -259,6 +279,7 @@ def session_params(settings: Settings, user_id: str, req: CheckoutRequest, order
         "expires_at": int(order.expires_at.timestamp()),
         "success_url": req.success_url,
         "cancel_url": req.cancel_url,
+        **session_options(settings),
     }
 
 

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import BadRequest, ValidationFailed
+from gateway.input_rules import refuse_unstorable
 from gateway.settings import Settings
 
 MAX_ITEMS = 50
@@ -49,6 +50,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise BadRequest("The body is not valid JSON", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationFailed("The body must be a JSON object", details=[{"field": "", "problem": "not an object"}])
+    refuse_unstorable(body)
     return body
 
 
@@ -88,7 +90,7 @@ class CheckoutRequest:
         return hashlib.sha256(canonical).hexdigest()
 
 
-_CHECKOUT_FIELDS = frozenset({"items", "success_url", "cancel_url"})
+_CHECKOUT_FIELDS = frozenset({"mode", "items", "success_url", "cancel_url"})
 _ITEM_FIELDS = frozenset({"product_id", "quantity"})
 
 
@@ -116,7 +118,7 @@ def redirect_origins(settings: Settings) -> frozenset[str]:
     return frozenset(o for o in origins if o is not None)
 
 
-def _redirect_url(body: Mapping[str, Any], name: str, default: str, allowed: frozenset[str], problems: Problems) -> str:
+def redirect_url(body: Mapping[str, Any], name: str, default: str, allowed: frozenset[str], problems: Problems) -> str:
     if name not in body:
         return default
     value = body[name]
@@ -139,6 +141,8 @@ def _redirect_url(body: Mapping[str, Any], name: str, default: str, allowed: fro
 def parse_checkout(body: Mapping[str, Any], settings: Settings) -> CheckoutRequest:
     problems = Problems()
     refuse_unknown(body, _CHECKOUT_FIELDS, problems)
+    if body.get("mode", "payment") != "payment":  # mode subscription: gateway/billing/checkout.py
+        problems.add("mode", "must be payment or subscription")
     items: list[CheckoutItem] = []
     raw_items = body.get("items")
     if not isinstance(raw_items, list):
@@ -169,8 +173,8 @@ def parse_checkout(body: Mapping[str, Any], settings: Settings) -> CheckoutReque
                 seen.add(product_id)
                 items.append(CheckoutItem(product_id, quantity))
     allowed = redirect_origins(settings)
-    success_url = _redirect_url(body, "success_url", settings.checkout_success_url, allowed, problems)
-    cancel_url = _redirect_url(body, "cancel_url", settings.checkout_cancel_url, allowed, problems)
+    success_url = redirect_url(body, "success_url", settings.checkout_success_url, allowed, problems)
+    cancel_url = redirect_url(body, "cancel_url", settings.checkout_cancel_url, allowed, problems)
     problems.raise_if_any()
     return CheckoutRequest(tuple(sorted(items, key=lambda i: i.product_id)), success_url, cancel_url)
 

@@ -37,7 +37,11 @@ async def create_pool(settings: Settings, url: str, **overrides: Any) -> asyncpg
         "timeout": settings.db_acquire_timeout,
         "init": _init_connection,
         "reset": _keep_session,
-        "server_settings": {"application_name": "stripe-gateway"},
+        # A row lock held too long fails the statement (LockNotAvailableError) before the command timeout does.
+        "server_settings": {
+            "application_name": "stripe-gateway",
+            "lock_timeout": f"{int(settings.db_lock_timeout * 1000)}ms",
+        },
     }
     options.update(overrides)
     return await asyncpg.create_pool(url, **options)

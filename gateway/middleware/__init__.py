@@ -8,15 +8,20 @@ with `add_routes` (aiohttp-cors's preflight routes through `gateway.middleware.c
 last: a request no route matches (404, 405) gets the layers of `routing.unmatched` (host check, public rate
 limit, body limit). The edge also stamps the security headers on every answer, the error mapper's included.
 Each route also gets the gateway's handling of the `Expect` header (`expect.py`), which aiohttp runs before the
-route's handler.
+route's handler; a route that reads a body invites it (`100 Continue`) and reads it within
+HTTP_BODY_TIMEOUT_SECONDS in its innermost layer (`body_read.py`), after the host, size and authentication
+checks.
+
+A request target that is not a path (`OPTIONS *`, CONNECT's `host:port`, an absolute URL without a path) can
+match no route; aiohttp would answer it itself (plain text). One aiohttp middleware, the public hook that sees
+every request, sends those to the catch-all route too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -24,9 +29,11 @@ from aiohttp.typedefs import Handler, Middleware
 from gateway import keys
 from gateway.middleware.auth import auth_middleware
 from gateway.middleware.body_limit import body_limit_middleware
+from gateway.middleware.body_read import body_read_middleware
 from gateway.middleware.edge import Wrap, edge_layer, is_behind_edge
 from gateway.middleware.expect import expect_handler
 from gateway.middleware.rate_limit import rate_limit_middleware
+from gateway.middleware.storable import storable_input_middleware
 from gateway.middleware.trusted_hosts import trusted_hosts_middleware
 from gateway.routing import UNMATCHED_ROUTE, RouteOptions, route_label, unmatched
 from gateway.settings import Settings
@@ -42,9 +49,11 @@ def build_layers(settings: Settings) -> list[Layer]:
     """The layers inside the edge, outside in."""
     return [
         Layer(trusted_hosts_middleware(settings), lambda options: options.check_host),
+        Layer(storable_input_middleware(), lambda options: True),
         Layer(rate_limit_middleware(), lambda options: options.rate_limit is not None),
         Layer(body_limit_middleware(settings), lambda options: options.body != "none"),
         Layer(auth_middleware(), lambda options: options.auth != "none"),
+        Layer(body_read_middleware(settings), lambda options: options.body != "none"),
     ]
 
 
@@ -74,25 +83,23 @@ def finish_routes(app: web.Application) -> None:
     """Call after every other route is added: the route of every request no other route matches, and a check at
     start-up that no route was added around the edge (with `app.router` directly)."""
     add_routes(app, [web.route(hdrs.METH_ANY, r"/{path:[\s\S]*}", unmatched, name=UNMATCHED_ROUTE)])
-    catch_all = app.router[UNMATCHED_ROUTE]
-    resolve = app.router.resolve
-
-    def resolve_any_target(request: web.Request) -> Coroutine[Any, Any, web.UrlMappingMatchInfo]:
-        # Every path that starts with "/" reaches the catch-all route. A request target without one (`OPTIONS *`,
-        # CONNECT's `host:port`, an absolute URL with no path) can match no route, and aiohttp would answer it
-        # itself (plain text, its Server banner): it is sent to the catch-all route instead. A plain function, so
-        # the usual path costs no extra coroutine.
-        if request.rel_url.path_safe.startswith("/"):
-            return resolve(request)
-        return _match_catch_all(catch_all)
-
-    app.router.resolve = resolve_any_target  # type: ignore[method-assign]
+    [catch_all] = list(app.router[UNMATCHED_ROUTE])
+    app.middlewares.append(_any_request_target(catch_all.handler))
     app.on_startup.append(_check_every_route_is_behind_the_edge)
 
 
-async def _match_catch_all(resource: web.AbstractResource) -> web.UrlMappingMatchInfo:
-    [route] = list(resource)
-    return web.UrlMappingMatchInfo({}, route)
+def _any_request_target(catch_all: Handler) -> Middleware:
+    """Every path that starts with "/" reaches a route (the catch-all last); a target without one (`OPTIONS *`,
+    CONNECT's `host:port`, an absolute URL with no path) is sent to the catch-all route, behind the edge, rather
+    than answered by aiohttp (plain text, its Server banner)."""
+
+    @web.middleware
+    async def any_request_target(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.rel_url.path_safe.startswith("/"):
+            return await handler(request)
+        return await catch_all(request)
+
+    return any_request_target
 
 
 async def _check_every_route_is_behind_the_edge(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler, Middleware
 from gateway import context
 from gateway.auth.identity import check_token
 from gateway.errors import Forbidden, ServiceUnavailable, Unauthorized
+from gateway.input_rules import refuse_unstorable
 from gateway.routing import options_for
 
 REALM = "gateway"
@@ -52,6 +53,7 @@ def auth_middleware() -> Middleware:
         identity = check.identity
         if check.state != "valid" or identity is None:
             raise _invalid_token(check.message)
+        refuse_unstorable(identity.user_id, "sub")  # a NUL in a signed subject: 422 before any query
 
         ctx: context.RequestContext | None = request.get(context.CONTEXT_KEY)
         if ctx is not None:

@@ -1,5 +1,9 @@
 """The `Expect` header of a request, which aiohttp hands to the route's expect handler before the route's handler
-runs (outside the edge layer)."""
+runs (outside the edge layer).
+
+`100 Continue` invites the body, so it goes out only once the request has passed the checks that need no body
+(the host, the rate limit, the declared size, the authentication): the innermost layer sends it
+(gateway/middleware/body_read.py), and a request refused before gets its error answer and no invitation."""
 
 from __future__ import annotations
 
@@ -18,20 +22,21 @@ ExpectHandler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse |
 
 def expect_handler(wrap: Wrap, label: str) -> ExpectHandler:
     """The route's handling of an `Expect` header, which aiohttp runs before the route's handler: `100-continue`
-    gets its interim answer, as aiohttp's own does; any other expectation is refused through the edge (aiohttp's
-    own 417 would be plain text, with its Server banner)."""
+    is left to the route's innermost layer (aiohttp's own handler would send it at once, before any check); any other
+    expectation is refused through the edge (aiohttp's own 417 would be plain text, with its Server banner)."""
     refuse = wrap(_expectation_failed, label, EXPECTATION_OPTIONS)
 
     async def expect(request: web.Request) -> web.StreamResponse | None:
-        if request.version != HttpVersion11:
+        if request.version != HttpVersion11 or wants_continue(request):
             return None
-        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-            return await refuse(request)
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the interim answer is not part of the answer
-        return None
+        return await refuse(request)
 
     return expect
+
+
+def wants_continue(request: web.BaseRequest) -> bool:
+    """An HTTP/1.1 client waiting for `100 Continue` before it sends its body."""
+    return request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
 
 
 async def _expectation_failed(request: web.Request) -> web.StreamResponse:

@@ -9,7 +9,11 @@ A notifier reads ORDER_PAID events from the bridge outbox and sends one confirma
   restart (at least once; the Message-ID is stable so mail clients can fold duplicates); a `sent` row is never
   sent again;
 - failures are retried with exponential backoff, counted (`emails_failed_total{outcome="retry"}`), and given
-  up after EMAIL_MAX_ATTEMPTS (`outcome="gave_up"`). An order without a known address is `skipped`.
+  up after EMAIL_MAX_ATTEMPTS (`outcome="gave_up"`).
+- an order paid before its buyer's address is known (the payment intent's event before the Checkout Session's)
+  waits (`waiting_address`, counted in `emails_waiting_address`) and is looked at again every
+  ADDRESS_RECHECK; it is sent as soon as an event brings the address, and `skipped` only when none did within
+  EMAIL_MAX_AGE (`outcome="no_recipient"`).
 
 The recipient is the checkout's `customer_details.email` / `customer_email` or the payment intent's
 `receipt_email`, read from the ledger's stored payloads. It is never logged.
@@ -45,6 +49,7 @@ log = logging.getLogger("gateway.notifications")
 
 KIND = "order_confirmation"
 EMAIL_MAX_AGE = timedelta(days=1)
+ADDRESS_RECHECK = timedelta(minutes=1)
 SMTP_TIMEOUT_SECONDS = 20.0
 DEFAULT_TEMPLATE = """Hello,
 
@@ -64,22 +69,27 @@ LIMIT $3
 ON CONFLICT DO NOTHING
 """
 CLAIM = """
-SELECT d.bridge_event_id, d.attempts, d.order_id::text AS order_id, b.payload
+SELECT d.bridge_event_id, d.attempts, d.order_id::text AS order_id, b.payload,
+       d.created_at < now() - $1::interval AS too_old
 FROM email_deliveries d JOIN bridge_events b ON b.id = d.bridge_event_id
-WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+WHERE d.status IN ('pending', 'waiting_address') AND d.next_attempt_at <= now()
 ORDER BY d.bridge_event_id
 LIMIT 1
 FOR UPDATE OF d SKIP LOCKED
 """
 RECIPIENT_PAYLOADS = """
 SELECT payload FROM webhook_events
-WHERE (checkout_session_id = $1 OR payment_intent_id = $2)
+WHERE (checkout_session_id = $1 OR payment_intent_id = $2 OR order_id = $3::uuid)
 ORDER BY stripe_created DESC, id DESC
 LIMIT 20
 """
 MARK_SENT = """
 UPDATE email_deliveries SET status = 'sent', attempts = attempts + 1, sent_at = now(), last_error = NULL,
     updated_at = now()
+WHERE bridge_event_id = $1
+"""
+MARK_WAITING = """
+UPDATE email_deliveries SET status = 'waiting_address', next_attempt_at = now() + $2::interval, updated_at = now()
 WHERE bridge_event_id = $1
 """
 MARK_SKIPPED = """
@@ -250,14 +260,20 @@ class OrderEmailNotifier:
         return timedelta(seconds=seconds)
 
     async def deliver_one(self) -> str:
-        """Send the next due e-mail: "sent", "skipped", "failed" or "none" (nothing due)."""
+        """Send the next due e-mail: "sent", "waiting" (no address yet), "skipped", "failed" or "none"."""
         async with self.pool.acquire() as con, con.transaction():
-            row = await con.fetchrow(CLAIM)
+            row = await con.fetchrow(CLAIM, EMAIL_MAX_AGE)
             if row is None:
                 return "none"
             delivery_id, order_id, payload = row["bridge_event_id"], row["order_id"], row["payload"]
-            payloads = await con.fetch(RECIPIENT_PAYLOADS, payload.get("session_id"), payload.get("payment_intent_id"))
+            payloads = await con.fetch(
+                RECIPIENT_PAYLOADS, payload.get("session_id"), payload.get("payment_intent_id"), order_id
+            )
             recipient = recipient_from([p["payload"] for p in payloads])
+            if recipient is None and not row["too_old"]:
+                # Paid before the address is known (event order): wait for the event that brings it.
+                await con.execute(MARK_WAITING, delivery_id, ADDRESS_RECHECK)
+                return "waiting"
             if recipient is None:
                 await con.execute(MARK_SKIPPED, delivery_id, "no recipient address known")
                 metrics.EMAILS_FAILED.labels(KIND, "no_recipient").inc()

@@ -23,7 +23,8 @@ import asyncpg
 PREMIUM_STATUSES = ("active", "trialing", "past_due")
 
 USER_SUBSCRIPTIONS = """
-SELECT stripe_subscription_id, plan_id, status, current_period_end, cancel_at_period_end, updated_at
+SELECT stripe_subscription_id, plan_id, status, current_period_end, cancel_at_period_end, updated_at,
+       latest_invoice_hosted_url, latest_invoice_pdf
 FROM subscriptions
 WHERE user_id = $1
 """
@@ -37,6 +38,8 @@ class Entitlements:
     current_period_end: datetime | None
     cancel_at_period_end: bool = False
     subscription_id: str | None = None
+    latest_invoice_url: str | None = None  # the latest invoice's hosted page (invoice.* webhooks)
+    latest_invoice_pdf: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,8 @@ class Entitlements:
             "current_period_end": self.current_period_end.isoformat() if self.current_period_end else None,
             "cancel_at_period_end": self.cancel_at_period_end,
             "subscription_id": self.subscription_id,
+            "latest_invoice_url": self.latest_invoice_url,
+            "latest_invoice_pdf": self.latest_invoice_pdf,
         }
 
 
@@ -77,6 +82,8 @@ def decide(rows: list[dict[str, Any]], now: datetime | None = None) -> Entitleme
         current_period_end=best["current_period_end"],
         cancel_at_period_end=best["cancel_at_period_end"],
         subscription_id=best["stripe_subscription_id"],
+        latest_invoice_url=best.get("latest_invoice_hosted_url"),
+        latest_invoice_pdf=best.get("latest_invoice_pdf"),
     )
 
 

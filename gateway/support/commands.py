@@ -78,18 +78,23 @@ def cmd_events_find(args: argparse.Namespace, settings: Settings) -> int:
     async def job(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as con:
             try:
-                found = await support_events.find_events(
-                    con,
-                    session_id=args.session,
-                    order_id=args.order,
-                    payment_intent_id=args.payment_intent,
-                    limit=args.limit,
-                    with_payload=args.payload,
-                )
+                if args.waiting:
+                    found = await support_events.waiting_events(con, limit=args.limit, with_payload=args.payload)
+                else:
+                    found = await support_events.find_events(
+                        con,
+                        session_id=args.session,
+                        order_id=args.order,
+                        payment_intent_id=args.payment_intent,
+                        limit=args.limit,
+                        with_payload=args.payload,
+                    )
             except support_events.InvalidQuery as exc:
                 _error(str(exc))
                 return USAGE
         print_json(found)
+        if args.waiting:
+            return OK
         if found["order"] is None and not found["events"]:
             _error("no order and no ledger row match")
             return USAGE
@@ -215,11 +220,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_database_option(show)
     show.set_defaults(func=cmd_events_show)
 
-    find = events_sub.add_parser("find", help="ledger rows of a checkout session, order or payment intent")
+    find = events_sub.add_parser(
+        "find", help="ledger rows of a checkout session, order or payment intent, or the kept (waiting) ones"
+    )
     key = find.add_mutually_exclusive_group(required=True)
     key.add_argument("--session", metavar="CS_ID", help="Checkout Session id (cs_...)")
     key.add_argument("--order", metavar="UUID", help="order id")
     key.add_argument("--payment-intent", dest="payment_intent", metavar="PI_ID", help="PaymentIntent id (pi_...)")
+    key.add_argument("--waiting", action="store_true", help="events kept until their order is known, oldest first")
     find.add_argument("--limit", type=int, default=100, help="most rows to list (newest first; default 100)")
     find.add_argument("--payload", action="store_true", help="include each event's payload")
     add_database_option(find)

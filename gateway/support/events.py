@@ -14,12 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 
-from gateway.db.pipeline import Pipeline
 from gateway.orders.queries import valid_uuid
 from gateway.progress import SILENT, Progress
-from gateway.webhooks.envelope import StripeEvent, parse_event
+from gateway.webhooks.envelope import event_from_payload
 from gateway.webhooks.ledger import HandlerFailed, ingest
 
 # Ledger states in which an event has been applied (or decided upon) for good.
@@ -90,6 +88,26 @@ FROM webhook_events
 WHERE order_id = $1::uuid OR checkout_session_id = $2 OR payment_intent_id = $3
 ORDER BY stripe_created DESC, received_at DESC, id DESC
 LIMIT $4
+"""
+
+# Events kept until their order is known, the longest-waiting first.
+WAITING_EVENTS = """
+SELECT id, stripe_event_id, type, api_version, livemode, stripe_created, received_at, status, outcome_reason,
+       attempts, order_id::text AS order_id, checkout_session_id, payment_intent_id, charge_id, origin,
+       extract(epoch FROM now() - received_at)::bigint AS waiting_seconds
+FROM webhook_events
+WHERE status = 'waiting'
+ORDER BY received_at, id
+LIMIT $1
+"""
+WAITING_EVENTS_WITH_PAYLOAD = """
+SELECT id, stripe_event_id, type, api_version, livemode, stripe_created, received_at, status, outcome_reason,
+       attempts, order_id::text AS order_id, checkout_session_id, payment_intent_id, charge_id, origin, payload,
+       extract(epoch FROM now() - received_at)::bigint AS waiting_seconds
+FROM webhook_events
+WHERE status = 'waiting'
+ORDER BY received_at, id
+LIMIT $1
 """
 
 # Oldest first (Stripe's creation time), so replayed events are applied in the order they happened.
@@ -183,9 +201,17 @@ async def find_events(
     return {"order": order, "events": [dict(r) for r in rows]}
 
 
+async def waiting_events(con: asyncpg.Connection, *, limit: int = 100, with_payload: bool = False) -> dict[str, Any]:
+    """Ledger rows kept (`waiting`) until an order learns the Stripe ids they name, the longest-waiting first."""
+    if limit < 1:
+        raise InvalidQuery("--limit must be at least 1")
+    rows = await con.fetch(WAITING_EVENTS_WITH_PAYLOAD if with_payload else WAITING_EVENTS, limit)
+    return {"waiting": [dict(r) for r in rows]}
+
+
 # ------------------------------------------------------------------ replay
 
-ReplayOutcome = Literal["processed", "ignored", "stale", "received", "failed", "already_done", "not_found"]
+ReplayOutcome = Literal["processed", "ignored", "stale", "received", "waiting", "failed", "already_done", "not_found"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +227,6 @@ class ReplayResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def event_from_payload(payload: dict[str, Any]) -> StripeEvent:
-    """Rebuild the verified event from the payload stored in the ledger (already checked at delivery)."""
-    return parse_event(orjson.dumps(payload), required_livemode=None)
 
 
 async def replay_event(
@@ -231,11 +252,12 @@ async def replay_event(
     event = event_from_payload(row["payload"])
     try:
         result = await ingest(
-            Pipeline(pool),
+            pool,
             event,
             request_id=request_id or new_request_id("replay"),
             handlers_enabled=True,
             app_source=app_source,
+            origin="replay",
         )
     except HandlerFailed:
         outcome: ReplayOutcome = "failed"

@@ -1,13 +1,19 @@
 """`gateway events reconcile`: fetch events from Stripe's Events API and ingest the ones the ledger misses.
 
 Stripe keeps events for 30 days, so the window is at most the last 30 days. Events are listed newest first
-with `created[gte]` and `starting_after` pagination; the ids of each page are checked against the ledger, and
-every missing event goes through `gateway.webhooks.ledger.ingest`, exactly as a webhook delivery would (same
-envelope check, same transaction, same kill switch), oldest first.
+with `created[gte]` (and `created[lte]`, for the watchdog) and `starting_after` pagination, at most 20 types per
+listing (Stripe's limit on `types`); a 429 waits as `Retry-After` says (gateway.stripe_client.Backoff). The ids of
+each page are checked against the ledger, and every missing event goes through `ingest_fetched_event`, exactly as
+a webhook delivery would (same envelope check, same transaction, same kill switch), oldest first.
+
+The missed-webhook watchdog (gateway/stripe_account/watchdog.py) runs `reconcile` on a short window, and
+`gateway stripe resync` feeds its synthetic events through `ingest_fetched_event`: one path into the ledger for
+everything that did not arrive as a delivery.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -19,16 +25,17 @@ import asyncpg
 import orjson
 import stripe
 
-from gateway.db.pipeline import Pipeline
 from gateway.errors import ApiError
 from gateway.progress import SILENT, Progress
+from gateway.stripe_client import DEFAULT_BACKOFF, Backoff
 from gateway.webhooks.envelope import parse_event
-from gateway.webhooks.ledger import HandlerFailed, ingest
+from gateway.webhooks.ledger import HandlerFailed, IngestResult, Origin, ingest
 
 log = logging.getLogger("gateway.support")
 
 MAX_WINDOW_SECONDS = 30 * 86400  # Stripe's Events API only returns events of the last 30 days
 PAGE_SIZE = 100  # Stripe's largest page
+MAX_TYPES_PER_LISTING = 20  # Stripe's limit on the `types` filter of GET /v1/events
 
 KNOWN_EVENT_IDS = """
 SELECT stripe_event_id FROM webhook_events WHERE stripe_event_id = ANY($1::text[])
@@ -50,6 +57,9 @@ def parse_since(text: str) -> int:
 class ReconcileReport:
     since: int  # Unix time of `created[gte]`
     request_id: str
+    until: int | None = None  # Unix time of `created[lte]` (None: up to now)
+    missing: int = 0  # events listed that the ledger lacked
+    oldest_missing_created: int | None = None  # `created` of the oldest of them
     seen: int = 0
     already_known: int = 0
     ingested: int = 0
@@ -61,8 +71,11 @@ class ReconcileReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "since": self.since,
+            "until": self.until,
             "request_id": self.request_id,
             "seen": self.seen,
+            "missing": self.missing,
+            "oldest_missing_created": self.oldest_missing_created,
             "already_known": self.already_known,
             "ingested": self.ingested,
             "failed": self.failed,
@@ -87,28 +100,52 @@ async def list_missing_events(
     report: ReconcileReport,
     *,
     types: Sequence[str] = (),
+    backoff: Backoff = DEFAULT_BACKOFF,
     progress: Progress = SILENT,
 ) -> list[dict[str, Any]]:
-    """Walk every page of the window; return the events not in the ledger (Stripe's newest-first order)."""
+    """Walk every page of the window; return the events not in the ledger (newest first within each listing)."""
     progress.phase("listing Stripe events")
-    params: dict[str, Any] = {"created": {"gte": report.since}, "limit": PAGE_SIZE}
-    if types:
-        params["types"] = list(types)
+    created: dict[str, int] = {"gte": report.since}
+    if report.until is not None:
+        created["lte"] = report.until
+    type_groups = [list(types[i : i + MAX_TYPES_PER_LISTING]) for i in range(0, len(types), MAX_TYPES_PER_LISTING)]
     missing: list[dict[str, Any]] = []
+    for group in type_groups or [[]]:
+        params: dict[str, Any] = {"created": created, "limit": PAGE_SIZE}
+        if group:
+            params["types"] = group
+        if not await _list_missing_pages(pool, client, report, params, missing, backoff, progress):
+            break
+    return missing
+
+
+async def _list_missing_pages(
+    pool: asyncpg.Pool,
+    client: stripe.StripeClient,
+    report: ReconcileReport,
+    params: dict[str, Any],
+    missing: list[dict[str, Any]],
+    backoff: Backoff,
+    progress: Progress,
+) -> bool:
+    """One listing, every page; False when Stripe answered an error (recorded in the report)."""
     starting_after: str | None = None
     while True:
         page_params = dict(params)
         if starting_after is not None:
             page_params["starting_after"] = starting_after
         try:
-            page = await client.v1.events.list_async(params=page_params)  # type: ignore[arg-type]
+            page = await backoff.call(
+                "events.list",
+                functools.partial(client.v1.events.list_async, params=page_params),  # type: ignore[arg-type]
+            )
         except stripe.StripeError as exc:
             report.error = f"{type(exc).__name__}: {exc.user_message or exc}"
             log.error("Stripe events listing failed", extra={"code": exc.code, "status": exc.http_status})
-            break
+            return False
         events = [e for e in _raw_events(page) if isinstance(e.get("id"), str)]
         if not events:
-            break
+            return True
         report.seen += len(events)
         progress.advance(len(events))
         async with pool.acquire() as con:
@@ -117,9 +154,32 @@ async def list_missing_events(
         report.already_known += len(known)
         missing.extend(e for e in events if e["id"] not in known)
         if not page.has_more:
-            break
+            return True
         starting_after = events[-1]["id"]
-    return missing
+
+
+async def ingest_fetched_event(
+    pool: asyncpg.Pool,
+    raw: dict[str, Any],
+    *,
+    origin: Origin,
+    request_id: str,
+    handlers_enabled: bool,
+    app_source: str,
+    required_livemode: bool | None,
+) -> IngestResult:
+    """Ingest an event that did not come as a delivery (`origin`: reconcile, resync; the ledger row records it),
+    exactly as the webhook view does after the signature check. Raises ApiError (not an event we accept) and
+    HandlerFailed like `ingest`."""
+    event = parse_event(orjson.dumps(raw), required_livemode=required_livemode)
+    return await ingest(
+        pool,
+        event,
+        request_id=request_id,
+        handlers_enabled=handlers_enabled,
+        app_source=app_source,
+        origin=origin,
+    )
 
 
 async def reconcile(
@@ -133,25 +193,38 @@ async def reconcile(
     required_livemode: bool | None,
     types: Sequence[str] = (),
     now: float | None = None,
+    settle_seconds: int = 0,
+    backoff: Backoff = DEFAULT_BACKOFF,
     progress: Progress = SILENT,
 ) -> ReconcileReport:
-    """List Stripe's events of the last `window_seconds` (at most 30 days) and ingest the missing ones."""
+    """List Stripe's events of the last `window_seconds` (at most 30 days), except the last `settle_seconds`
+    (events Stripe may still be delivering), and ingest the missing ones."""
     current = int(time.time() if now is None else now)
     since = current - min(window_seconds, MAX_WINDOW_SECONDS)
-    report = ReconcileReport(since=since, request_id=request_id)
-    missing = await list_missing_events(pool, client, report, types=types, progress=progress)
+    report = ReconcileReport(
+        since=since, request_id=request_id, until=current - settle_seconds if settle_seconds else None
+    )
+    missing = await list_missing_events(pool, client, report, types=types, backoff=backoff, progress=progress)
     # Oldest first, as they happened: reversed newest-first pages, then a stable sort on `created`.
     missing.reverse()
     missing.sort(key=lambda e: int(e.get("created") or 0))
+    report.missing = len(missing)
+    if missing:
+        report.oldest_missing_created = int(missing[0].get("created") or 0)
     outcomes: dict[str, int] = {}
     progress.phase("ingesting missing events", len(missing))
     for raw in missing:
         progress.advance()
         event_id = raw["id"]
         try:
-            event = parse_event(orjson.dumps(raw), required_livemode=required_livemode)
-            result = await ingest(
-                Pipeline(pool), event, request_id=request_id, handlers_enabled=handlers_enabled, app_source=app_source
+            result = await ingest_fetched_event(
+                pool,
+                raw,
+                origin="reconcile",
+                request_id=request_id,
+                handlers_enabled=handlers_enabled,
+                app_source=app_source,
+                required_livemode=required_livemode,
             )
         except ApiError as exc:  # not an event we accept (livemode mismatch, malformed)
             report.failed += 1

@@ -1,39 +1,29 @@
 """The webhook ledger and the one transaction per delivery.
 
-A payment event whose only question is whether the state machine lets its order move (a payment intent
-succeeded, failed or was canceled; a Checkout Session paid, failed or expired) is decided by the database while
-it writes, in one statement (UnitOfWork.apply_move, one round trip): an event already applied is a duplicate;
-otherwise it locks the order and writes what the handler would when the order's status allows the move, when the
-order has that status already (a payment after its session paid the order), or when there is no such order and
-the handler would only ignore the event. Otherwise (a stale event, a session that may create its order) it
-writes nothing, and the event takes the path every other event takes:
+Each delivery runs on its own pooled connection, in one transaction:
 
-    read the ledger row's status and the order the event names     -- already applied: duplicate, no transaction
-                                                                   -- (skipped when no handler will run)
-    run the handler on that order (optimistic unit of work)
-    write everything in one statement:                             -- only then does the view answer 200
-        lock the order row if it is unchanged since it was read, the ledger row in its final state, the order's
-        change, payment, stock moves, audit rows and bridge events
+    lock the Stripe ids the event names            -- transaction-scoped advisory locks, in sorted order
+    claim the ledger row                           -- settled already: duplicate, nothing else runs
+    run the handler                                -- it locks the rows it changes, decides (Python), writes
+    settle the ledger row                          -- processed | ignored | stale | waiting | received
+    apply the kept events the order now matches    -- each settles its own ledger row, in this transaction
+    COMMIT                                         -- only then does the view answer 200
 
-Both statements go through the group-commit pipeline (gateway/db/pipeline.py): concurrent deliveries' reads
-share a round trip, and their write statements share a round trip and a commit. Each delivery's write is still
-one statement, so its ledger row and its business changes commit together or not at all, and a batch that fails
-is retried statement by statement, so one delivery's failure never rolls back another's.
+Exactly once: the ledger row's unique key serialises concurrent deliveries of one event (the second one's claim
+waits for the first to commit, then finds the row settled: duplicate). The row and every business change commit
+together or not at all. A handler exception rolls everything back and is recorded in its own short transaction
+(`failed`), so the next delivery or `gateway events replay` applies the event again. A deadlock or serialization
+failure is retried once in a new transaction before it counts as a failure.
 
-When the handler needs more than the order row (it sends statements of its own: a refund's sum, an order created
-from a Checkout Session, subscriptions) or the order changed in between, nothing was written and the event runs
-again in locked mode, on its own connection:
+Kept events: an event that names its order only by Stripe ids no order knows yet (a dispute or a refund before
+the payment events) is settled `waiting`; an invoice event that names the same payment settles it `ignored` (the
+payment was a subscription's). The delivery that teaches an order one of those ids names that id
+itself, so the advisory lock on it orders the two: either the kept event is committed first and found here, or
+it finds the order itself.
 
-    BEGIN
-    run the handler: lock the order, apply the transition, stock, payments
-    write the ledger row in its final state, the audit rows and the bridge events (one statement)
-    COMMIT
-
-The ledger row is written once, at the end, so it never has to be rewritten with its payload. Concurrent
-deliveries of one event: the second one waits on the first one's row locks (the order, then the ledger row's
-unique key), finds the row settled when it writes its own, and writes nothing: duplicate. A handler exception
-rolls everything back; the failure is then recorded in its own short transaction so the next delivery (or
-`gateway events replay`) processes the event again.
+Lock order (gateway/orders/queries.py continues it): the advisory locks on Stripe ids, the ledger row, the order
+row, the kept events' ledger rows, then the order's own rows, reservations, products and the bridge lock.
+Subscription events lock the customer mapping, then the subscription row.
 """
 
 from __future__ import annotations
@@ -46,44 +36,97 @@ from typing import Literal
 import asyncpg
 
 from gateway import metrics
+from gateway.bridge import outbox
 from gateway.db.errors import UNAVAILABLE_ERRORS
-from gateway.db.pipeline import Pipeline
-from gateway.orders.queries import FIND_ORDER, Order, lookup_params
-from gateway.unit_of_work import DETACHED, LedgerEntry, NeedsTransaction, Snapshot, UnitOfWork
-from gateway.webhooks.envelope import StripeEvent
+from gateway.errors import DatabaseUnavailable
+from gateway.unit_of_work import UnitOfWork
+from gateway.webhooks.envelope import MAX_CREATED, StripeEvent, Unstorable, event_from_payload
 from gateway.webhooks.handlers import HANDLERS
-from gateway.webhooks.handlers.orders import order_keys, plain_move
+from gateway.webhooks.handlers.base import Outcome
 
 log = logging.getLogger("gateway.webhooks")
 
-LedgerStatus = Literal["processed", "ignored", "stale", "received", "duplicate"]
+LedgerStatus = Literal["processed", "ignored", "stale", "received", "duplicate", "waiting"]
+Origin = Literal["webhook", "replay", "reconcile", "resync"]
 
-# Statuses of an event that was applied: a new delivery of it is a duplicate. `failed` and `received` (the kill
-# switch) are processed again.
+# Statuses of an event that was applied: a new delivery of it is a duplicate. `failed`, `received` (the kill
+# switch) and `waiting` are run again.
 SETTLED_STATUSES = frozenset({"processed", "ignored", "stale"})
-# The ledger row's status and the order the event names (FIND_ORDER's $1-$4), read without a lock.
-PEEK = "".join(
-    [
-        "SELECT (SELECT status FROM webhook_events WHERE stripe_event_id = $5) AS ledger_status, found.*\n",
-        "FROM (VALUES (1)) AS one (x) LEFT JOIN LATERAL (",
-        FIND_ORDER,
-        ") AS found ON true\n",
-    ]
-)
-_NO_KEYS = (None, None, None, None)
+# Retried once in a new transaction: two deliveries locked rows in opposite orders, or a serialization failure.
+RETRYABLE_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# How many rounds of kept events one delivery applies (each round may teach the order more ids).
+MAX_KEPT_ROUNDS = 5
+
+# The advisory locks on the Stripe ids the event names ($15, sorted), then the claim: the aggregate runs the
+# locks before the row is produced, so both take one round trip.
+CLAIM = """
+INSERT INTO webhook_events (
+    stripe_event_id, type, api_version, livemode, stripe_created, status, attempts, request_id, order_id,
+    checkout_session_id, payment_intent_id, charge_id, subscription_id, customer_id, payload, origin)
+SELECT $1, $2, $3, $4, $5, 'received', 1, $6, $7::uuid, $8, $9, $10, $11, $12, $13, $14
+FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($15::text[]) AS k) AS locked
+ON CONFLICT (stripe_event_id) DO UPDATE SET
+    attempts = webhook_events.attempts + 1,
+    request_id = EXCLUDED.request_id,
+    origin = EXCLUDED.origin
+WHERE webhook_events.status IN ('failed', 'received', 'waiting')
+RETURNING id
+"""
+
+SETTLE = """
+UPDATE webhook_events SET
+    status = $2,
+    outcome_reason = $3,
+    order_id = coalesce($4::uuid, order_id),
+    processed_at = CASE WHEN $2 IN ('received', 'waiting') THEN NULL ELSE now() END,
+    last_error = NULL
+WHERE id = $1
+"""
+
+# Kept events that name the order or one of its Stripe ids, oldest first (Stripe time, then event id: the same
+# order whatever order they arrived in).
+KEPT_FOR_ORDER = """
+SELECT w.id, w.payload FROM orders o JOIN webhook_events w
+  ON w.status = 'waiting'
+ AND (w.order_id = o.id OR w.payment_intent_id = o.stripe_payment_intent_id OR w.charge_id = o.stripe_charge_id
+      OR w.checkout_session_id = o.stripe_checkout_session_id)
+WHERE o.id = $1::uuid
+ORDER BY w.stripe_created, w.stripe_event_id
+FOR UPDATE OF w
+"""
+
+# A verified event PostgreSQL cannot store as sent: its envelope and exact bytes, `ignored` with the reason. Its
+# Stripe time is its arrival time when its own `created` is impossible.
+RECORD_UNSTORABLE = """
+INSERT INTO webhook_events (
+    stripe_event_id, type, api_version, livemode, stripe_created, status, outcome_reason, attempts, request_id,
+    payload, raw_body, origin, processed_at)
+VALUES ($1, $2, $3, $4, coalesce($5, now()), 'ignored', $6, 1, $7, $8, $9, $10, now())
+ON CONFLICT (stripe_event_id) DO NOTHING
+RETURNING id
+"""
+
+MARK_FAILED = "UPDATE webhook_events SET status = 'failed', last_error = $2 WHERE id = $1"
+
+# Kept events whose payment a subscription invoice names: they were never an order's.
+DISMISS_INVOICE_PAYMENTS = """
+UPDATE webhook_events SET status = 'ignored', processed_at = now(),
+    outcome_reason = 'a subscription invoice''s payment (' || $2 || '), not an order''s'
+WHERE status = 'waiting' AND (payment_intent_id = ANY ($1::text[]) OR charge_id = ANY ($1::text[]))
+"""
 
 RECORD_FAILURE = """
 INSERT INTO webhook_events (
     stripe_event_id, type, api_version, livemode, stripe_created, status, attempts, request_id,
     order_id, checkout_session_id, payment_intent_id, charge_id, subscription_id, customer_id, payload,
-    last_error)
-VALUES ($1, $2, $3, $4, $5, 'failed', 1, $6, $7::uuid, $8, $9, $10, $11, $12, $13, $14)
+    last_error, origin)
+VALUES ($1, $2, $3, $4, $5, 'failed', 1, $6, $7::uuid, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (stripe_event_id) DO UPDATE SET
     status = 'failed',
     attempts = webhook_events.attempts + 1,
     request_id = EXCLUDED.request_id,
     last_error = EXCLUDED.last_error
-WHERE webhook_events.status IN ('failed', 'received')
+WHERE webhook_events.status IN ('failed', 'received', 'waiting')
 """
 
 
@@ -92,133 +135,210 @@ class IngestResult:
     status: LedgerStatus
     reason: str | None = None
     order_id: str | None = None
+    kept_applied: int = 0  # kept events this delivery applied
 
 
 class HandlerFailed(Exception):
     """A handler raised: the business changes were rolled back and the failure recorded for a retry."""
 
 
-class SettledMeanwhile(Exception):
-    """Another delivery of the same event settled it while this one ran: roll back, answer duplicate."""
+class RowsBusy(DatabaseUnavailable):
+    """A row the event needs stayed locked longer than DB_LOCK_TIMEOUT: 503, Stripe retries later."""
+
+    code = "rows_busy"
+    message = "The rows this event changes are busy, retry later"
 
 
-# Both end the delivery whatever the mode (duplicate, 503): the optimistic attempt lets them through.
-_SETTLED_OR_UNAVAILABLE: tuple[type[BaseException], ...] = (SettledMeanwhile, *UNAVAILABLE_ERRORS)
-
-
-def ledger_entry(
-    event: StripeEvent, status: str, reason: str | None = None, order_id: str | None = None
-) -> LedgerEntry:
-    """The ledger row of `event` in its final state."""
+def _ledger_params(event: StripeEvent) -> tuple[object, ...]:
+    """CLAIM's and RECORD_FAILURE's $1-$5 and $7-$13 (the request id is $6): the event and the ids it names."""
     ids = event.ids
-    return LedgerEntry(
-        event_type=event.type,
-        api_version=event.api_version,
-        livemode=event.livemode,
-        stripe_created=datetime.fromtimestamp(event.created, UTC),
-        status=status,
-        reason=reason,
-        order_id=order_id or ids.order_id,
-        checkout_session_id=ids.checkout_session_id,
-        payment_intent_id=ids.payment_intent_id,
-        charge_id=ids.charge_id,
-        subscription_id=ids.subscription_id,
-        customer_id=ids.customer_id,
-        payload=event.raw,
+    return (
+        event.id,
+        event.type,
+        event.api_version,
+        event.livemode,
+        datetime.fromtimestamp(event.created, UTC),
+        ids.order_id,
+        ids.checkout_session_id,
+        ids.payment_intent_id,
+        ids.charge_id,
+        ids.subscription_id,
+        ids.customer_id,
+        event.raw,
     )
 
 
-async def process(unit: UnitOfWork, event: StripeEvent, *, handlers_enabled: bool) -> IngestResult:
-    """Run the handler and settle the ledger row with its changes (optimistic mode: the flush is the transaction;
-    locked mode: inside the caller's)."""
+def _stripe_ids(event: StripeEvent) -> list[str]:
+    """The payment ids the event names (invoices' too), sorted: their advisory locks are taken in this order."""
+    ids = event.ids
+    return sorted({i for i in (ids.checkout_session_id, ids.payment_intent_id, ids.charge_id) if i})
+
+
+async def _run(unit: UnitOfWork, event: StripeEvent, handlers_enabled: bool) -> Outcome:
     handler = HANDLERS.get(event.type)
     if not handlers_enabled:
         # Kill switch: verified and durable, applied later by `gateway events replay --pending`.
-        result = IngestResult("received", "handlers disabled")
-    elif handler is None:
-        result = IngestResult("ignored", "event type not handled")
-    else:
-        outcome = await handler(unit, event)
-        result = IngestResult(outcome.status, outcome.reason, outcome.order_id)
-    if not await unit.flush(ledger_entry(event, result.status, result.reason, result.order_id)):
-        raise SettledMeanwhile(event.id)
-    return result
+        return Outcome("processed", "handlers disabled")  # settled as `received` by the caller
+    if handler is None:
+        return Outcome("ignored", "event type not handled")
+    return await handler(unit, event)
+
+
+async def _apply_kept(unit: UnitOfWork, order_id: str, by: str) -> int:
+    """Apply the kept events the order now matches, each on its own behalf, each settling its ledger row."""
+    applied = 0
+    for _round in range(MAX_KEPT_ROUNDS):
+        rows = await unit.con.fetch(KEPT_FOR_ORDER, order_id)
+        learned = False
+        for row in rows:
+            kept = event_from_payload(row["payload"])
+            try:
+                async with unit.con.transaction():  # a savepoint: a kept event that fails stays on its own row
+                    outcome = await _run(unit.for_event(kept.id), kept, True)
+            except (*RETRYABLE_ERRORS, *UNAVAILABLE_ERRORS, asyncpg.LockNotAvailableError):
+                raise
+            except Exception as exc:
+                log.error(
+                    "kept webhook event failed",
+                    exc_info=exc,
+                    extra={"stripeEventId": kept.id, "code": "handler_failed", "eventType": kept.type},
+                )
+                await unit.con.execute(MARK_FAILED, row["id"], f"{type(exc).__name__}: {exc}"[:2000])
+                continue
+            reason = outcome.reason if outcome.status == "waiting" else f"kept, then applied with {by}"
+            if outcome.reason and outcome.status != "waiting":
+                reason = f"{reason}: {outcome.reason}"
+            await unit.con.execute(SETTLE, row["id"], outcome.status, reason, outcome.order_id)
+            if outcome.status != "waiting":
+                applied += 1
+                metrics.WEBHOOK_KEPT_APPLIED.labels(kept.type).inc()
+                metrics.WEBHOOK_EVENTS.labels(kept.type, outcome.status).inc()
+            learned |= outcome.learned_ids
+        if not learned:
+            break
+    return applied
+
+
+async def deliver(
+    con: asyncpg.Connection,
+    event: StripeEvent,
+    *,
+    request_id: str | None,
+    handlers_enabled: bool,
+    app_source: str,
+    origin: Origin = "webhook",
+) -> tuple[IngestResult, list[str]]:
+    """One delivery inside the caller's transaction: the result and the bridge event types it published."""
+    params = _ledger_params(event)
+    ledger_id = await con.fetchval(CLAIM, *params[:5], request_id, *params[5:], origin, _stripe_ids(event))
+    if ledger_id is None:
+        return IngestResult("duplicate"), []
+    unit = UnitOfWork(con, actor="stripe", source_event_id=event.id, request_id=request_id, app_source=app_source)
+    outcome = await _run(unit, event, handlers_enabled)
+    status: LedgerStatus = "received" if not handlers_enabled else outcome.status
+    await con.execute(SETTLE, ledger_id, status, outcome.reason, outcome.order_id)
+    kept = 0
+    if outcome.learned_ids and outcome.order_id is not None:
+        kept = await _apply_kept(unit, outcome.order_id, event.id)
+    payment_ids = [i for i in (event.ids.payment_intent_id, event.ids.charge_id) if i]
+    if handlers_enabled and event.type.startswith("invoice.") and payment_ids:
+        await con.execute(DISMISS_INVOICE_PAYMENTS, payment_ids, event.id)
+    return IngestResult(status, outcome.reason, outcome.order_id, kept), unit.published
 
 
 async def ingest(
-    pipeline: Pipeline, event: StripeEvent, *, request_id: str | None, handlers_enabled: bool, app_source: str
+    pool: asyncpg.Pool,
+    event: StripeEvent,
+    *,
+    request_id: str | None,
+    handlers_enabled: bool,
+    app_source: str,
+    origin: Origin = "webhook",
 ) -> IngestResult:
-    def unit(con: asyncpg.Connection, snapshot: Snapshot | None = None) -> UnitOfWork:
-        return UnitOfWork(
-            con,
-            actor="stripe",
-            source_event_id=event.id,
-            request_id=request_id,
-            app_source=app_source,
-            snapshot=snapshot,
-            pipeline=None if snapshot is None else pipeline,
-        )
-
-    move = plain_move(event) if handlers_enabled else None
-    keys = move.keys if move else order_keys(event)
-    order: Order | None = None
-    if move is not None:
+    """Apply one delivery in one transaction (retried once after a deadlock or serialization failure)."""
+    failure: BaseException
+    for attempt in (1, 2):
         try:
-            moved = await unit(DETACHED, Snapshot(keys, None)).apply_move(move, ledger_entry(event, "processed"))
-        except UNAVAILABLE_ERRORS:
-            raise
-        except NeedsTransaction:
-            # A stale event, or a session that may create its order: read the order, the handler decides.
-            metrics.WEBHOOK_MOVES.labels("handler").inc()
-        except Exception as exc:
-            # Nothing was written; the handler's path applies the event, or meets the same failure and records it.
-            metrics.WEBHOOK_MOVES.labels("failed").inc()
+            async with pool.acquire() as con:
+                async with con.transaction():
+                    result, published = await deliver(
+                        con,
+                        event,
+                        request_id=request_id,
+                        handlers_enabled=handlers_enabled,
+                        app_source=app_source,
+                        origin=origin,
+                    )
+                await _announce(con, published)
+        except RETRYABLE_ERRORS as exc:
+            metrics.WEBHOOK_RETRIES.labels(type(exc).__name__).inc()
             log.warning(
-                "move failed; the handler's path runs the event",
-                exc_info=exc,
-                extra={"stripeEventId": event.id, "eventType": event.type},
+                "webhook delivery retried after a lock conflict" if attempt == 1 else "webhook retry failed again",
+                extra={"stripeEventId": event.id, "eventType": event.type, "reason": type(exc).__name__},
             )
-        else:
-            if moved is None:
-                metrics.WEBHOOK_MOVES.labels("duplicate").inc()
-                return IngestResult("duplicate")
-            decided, order_id = moved
-            metrics.WEBHOOK_MOVES.labels(decided).inc()
-            if decided == "missing":
-                return IngestResult("ignored", move.missing_reason)
-            return IngestResult("processed", move.already_reason if decided == "already" else None, order_id)
-    # The read serves the handler and the early duplicate answer. With no handler to run (a type we do not handle,
-    # or the kill switch), the write alone records the event, and finds a settled ledger row itself (duplicate).
-    if handlers_enabled and event.type in HANDLERS:
-        peek = await pipeline.fetchrow(PEEK, *(lookup_params(keys) or _NO_KEYS), event.id)
-        if peek["ledger_status"] in SETTLED_STATUSES:
-            return IngestResult("duplicate")
-        if peek["id"]:
-            order = Order(**{k: v for k, v in peek.items() if k != "ledger_status"})
-    try:
-        try:
-            return await process(unit(DETACHED, Snapshot(keys, order)), event, handlers_enabled=handlers_enabled)
-        except _SETTLED_OR_UNAVAILABLE:
-            raise
-        except NeedsTransaction as exc:
-            log.debug("webhook event runs in locked mode", extra={"reason": str(exc)})
+            failure = exc
+            continue
+        except asyncpg.LockNotAvailableError:
+            metrics.WEBHOOK_RETRIES.labels("LockNotAvailableError").inc()
+            raise RowsBusy() from None
+        except UNAVAILABLE_ERRORS:
+            raise  # 503: Stripe retries; nothing was committed
         except Exception as exc:
-            # Nothing was written; the locked mode meets the same failure again and records it.
-            log.debug("optimistic attempt failed", exc_info=exc)
-        async with pipeline.pool.acquire() as con, con.transaction():
-            return await process(unit(con), event, handlers_enabled=handlers_enabled)
-    except SettledMeanwhile:
+            failure = exc
+            break
+        for announcement in published:
+            metrics.BRIDGE_EVENTS_PUBLISHED.labels(announcement.partition(":")[2]).inc()
+        return result
+    async with pool.acquire() as con:
+        await _record_failure(con, event, request_id, origin, failure)
+    raise HandlerFailed(type(failure).__name__) from failure
+
+
+async def _announce(con: asyncpg.Connection, published: list[str]) -> None:
+    """After the commit: the delivery is done whatever happens here (a lost wake-up only delays the readers)."""
+    try:
+        await outbox.announce(con, published)
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("bridge announcement lost; readers find the rows at their next poll", extra={"reason": str(exc)})
+
+
+async def record_unstorable(
+    pool: asyncpg.Pool, event: Unstorable, *, request_id: str | None, origin: Origin = "webhook"
+) -> IngestResult:
+    """Record a verified event that cannot be stored as sent: `ignored`, its raw bytes kept (or `duplicate`)."""
+    created = (
+        datetime.fromtimestamp(event.created, UTC)
+        if event.created is not None and 0 < event.created <= MAX_CREATED
+        else None
+    )
+    reason = f"not storable as sent: {event.reason}; raw bytes kept"
+    stand_in = {"id": event.id, "object": "event", "type": event.type, "unstorable": event.reason}
+    async with pool.acquire() as con:
+        recorded = await con.fetchval(
+            RECORD_UNSTORABLE,
+            event.id,
+            event.type,
+            event.api_version,
+            event.livemode,
+            created,
+            reason,
+            request_id,
+            stand_in,
+            event.body,
+            origin,
+        )
+    if recorded is None:
         return IngestResult("duplicate")
-    except UNAVAILABLE_ERRORS:
-        raise  # 503: Stripe retries; nothing was committed
-    except Exception as exc:
-        async with pipeline.pool.acquire() as con:
-            await _record_failure(con, event, request_id, exc)
-        raise HandlerFailed(type(exc).__name__) from exc
+    metrics.WEBHOOK_UNSTORABLE.labels(event.reason).inc()
+    log.warning(
+        "stripe event not storable as sent; recorded ignored with its raw bytes",
+        extra={"stripeEventId": event.id, "eventType": event.type, "reason": event.reason},
+    )
+    return IngestResult("ignored", reason)
 
 
 async def _record_failure(
-    con: asyncpg.Connection, event: StripeEvent, request_id: str | None, exc: BaseException
+    con: asyncpg.Connection, event: StripeEvent, request_id: str | None, origin: Origin, exc: BaseException
 ) -> None:
     error = f"{type(exc).__name__}: {exc}"[:2000]
     log.error(
@@ -226,22 +346,6 @@ async def _record_failure(
         exc_info=exc,
         extra={"stripeEventId": event.id, "code": "handler_failed", "eventType": event.type},
     )
-    row = ledger_entry(event, "failed", None, None)
+    params = _ledger_params(event)
     async with con.transaction():
-        await con.execute(
-            RECORD_FAILURE,
-            event.id,
-            row.event_type,
-            row.api_version,
-            row.livemode,
-            row.stripe_created,
-            request_id,
-            row.order_id,
-            row.checkout_session_id,
-            row.payment_intent_id,
-            row.charge_id,
-            row.subscription_id,
-            row.customer_id,
-            row.payload,
-            error,
-        )
+        await con.execute(RECORD_FAILURE, *params[:5], request_id, *params[5:], error, origin)

@@ -1,6 +1,6 @@
 """Stripe-Signature verification on the raw request body.
 
-Pure functions, no logging or metrics (the webhook view reports the outcome). The header looks like
+Pure functions, no logging (the webhook view reports the outcome; `count_failure` counts it). The header looks like
 
     Stripe-Signature: t=1492774577,v1=5257a869e7...,v1=6ffbb59b2300...,v0=6ffbb59b2300...
 
@@ -12,7 +12,15 @@ do.
 
 Parsing follows Stripe's SDK and tolerates junk: pieces are split on `,`, each on the first `=`, surrounding
 whitespace is dropped and pieces without `=` or with an unknown key are skipped. The first `t` wins. The
-header is malformed only when there is no usable integer `t`.
+header is malformed when there is no usable integer `t` or no `v1` that could be a signature (64 lowercase
+hex digits, a SHA-256).
+
+Failures fall in two classes (`SignatureError.unsigned`), which the metrics and alerts keep apart:
+
+- unsigned: no header, or one that is not a Stripe signature (`missing_header`, `malformed_header`). Anybody
+  on the internet can send these; they are counted (`stripe_webhook_unsigned_total`) and never page;
+- signed: a well-formed signature that matches no secret, a timestamp out of tolerance, or no secret
+  configured. Only a misconfiguration (or Stripe itself) produces these at any rate: they page.
 
 Order of checks (as in Stripe's SDK): the signature first, then the timestamp, so an unauthenticated sender
 learns nothing about the clock. The timestamp must lie within `tolerance` seconds of now in both directions
@@ -27,6 +35,8 @@ import re
 import time
 from collections.abc import Sequence
 from typing import Final, Literal
+
+from gateway import metrics
 
 SignatureFailure = Literal[
     "missing_header",
@@ -47,7 +57,10 @@ SIGNATURE_FAILURE_REASONS: Final[tuple[SignatureFailure, ...]] = (
 DEFAULT_TOLERANCE: Final = 300
 EXPECTED_SCHEME: Final = "v1"
 
+UNSIGNED_REASONS: Final[frozenset[SignatureFailure]] = frozenset({"missing_header", "malformed_header"})
+
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # seconds since the epoch; 12 digits is far beyond year 30000
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")  # hex of an HMAC-SHA256
 
 
 class SignatureError(Exception):
@@ -57,9 +70,23 @@ class SignatureError(Exception):
         super().__init__(reason)
         self.reason: SignatureFailure = reason
 
+    @property
+    def unsigned(self) -> bool:
+        """True when the delivery carried no Stripe signature at all (noise); False for a signature that is
+        well-formed but wrong, late, or checked against no secret (a configuration problem)."""
+        return self.reason in UNSIGNED_REASONS
+
+
+def count_failure(error: SignatureError) -> None:
+    """Count a failed verification: by reason, and unsigned deliveries in their own metric."""
+    metrics.WEBHOOK_SIGNATURE_FAILURES.labels(error.reason).inc()
+    if error.unsigned:
+        metrics.WEBHOOK_UNSIGNED.labels(error.reason).inc()
+
 
 def parse_header(header: str) -> tuple[int, list[str]]:
-    """Return (timestamp, every v1 signature); SignatureError("malformed_header") without a usable `t`."""
+    """Return (timestamp, every well-formed v1 signature); SignatureError("malformed_header") without a usable
+    `t` or without any `v1` that could be a signature."""
     timestamp: int | None = None
     signatures: list[str] = []
     for piece in header.split(","):
@@ -71,9 +98,9 @@ def parse_header(header: str) -> tuple[int, list[str]]:
         if key == "t":
             if timestamp is None and _TIMESTAMP.fullmatch(value):
                 timestamp = int(value)
-        elif key == EXPECTED_SCHEME and value:
+        elif key == EXPECTED_SCHEME and _SIGNATURE.fullmatch(value):
             signatures.append(value)
-    if timestamp is None:
+    if timestamp is None or not signatures:
         raise SignatureError("malformed_header")
     return timestamp, signatures
 
@@ -101,9 +128,7 @@ def verify_signature(
     if header is None or not header.strip():
         raise SignatureError("missing_header")
     timestamp, candidates = parse_header(header)
-    # A signature can only be lowercase hex of a SHA-256 (64 characters); anything else cannot match, and
-    # compare_digest refuses non-ASCII str, so such values are dropped before comparing.
-    received = [c.encode("ascii") for c in candidates if c.isascii()]
+    received = [c.encode("ascii") for c in candidates]  # lowercase hex only (parse_header)
     matched: int | None = None
     for index, secret in usable:
         expected = compute_signature(body, secret, timestamp).encode("ascii")

@@ -56,6 +56,15 @@ UPDATE subscriptions SET
     updated_at = now()
 WHERE id = $1
 """
+LATEST_INVOICE = """
+SELECT latest_invoice_id, latest_invoice_created, latest_invoice_hosted_url, latest_invoice_pdf
+FROM subscriptions WHERE stripe_subscription_id = $1
+"""
+SET_LATEST_INVOICE = """
+UPDATE subscriptions SET latest_invoice_id = $2, latest_invoice_created = $3, latest_invoice_hosted_url = $4,
+    latest_invoice_pdf = $5, updated_at = now()
+WHERE stripe_subscription_id = $1
+"""
 LEARN_CUSTOMER = """
 INSERT INTO customers (stripe_customer_id, user_id, source_event_id) VALUES ($1, $2, $3)
 ON CONFLICT (stripe_customer_id) DO NOTHING
@@ -282,6 +291,12 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
             new["user_id"] = user
             changed.append("user")
 
+    activated = row["activated_at"]
+    if obs.status in o.ACTIVE and (activated is None or _ts(obs.created) < activated):
+        # The first time Stripe says active or trialing, whatever order its events arrive in.
+        new["activated_at"] = _ts(obs.created)
+        changed.append("activation")
+
     if not changed:
         return Outcome("stale", f"subscription already holds newer state ({row['status']})")
 
@@ -289,9 +304,9 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
     event_type: str | None = None
     if after.status in o.ENDED and (before is None or before.status not in o.ENDED):
         event_type = SUBSCRIPTION_CANCELLED
-    elif after.status in o.ACTIVE and new["activated_at"] is None:
+    elif after.status in o.ACTIVE and activated is None:
         event_type = SUBSCRIPTION_ACTIVATED
-        new["activated_at"] = _ts(obs.created)
+        new["activated_at"] = new["activated_at"] or _ts(obs.created)
     elif after != before:
         event_type = SUBSCRIPTION_UPDATED
 
@@ -307,8 +322,8 @@ async def apply_observation(unit: UnitOfWork, event: StripeEvent, obs: o.Observa
                     "reason": f"subscription {obs.subscription_id} customer {new['stripe_customer_id']}",
                 },
             )
-        unit.publish(event_type, new["user_id"], _payload(new))
-        unit.audit(
+        await unit.publish(event_type, new["user_id"], _payload(new))
+        await unit.audit(
             f"subscription.{event_type.removeprefix('SUBSCRIPTION_').lower()}",
             "subscription",
             obs.subscription_id,
@@ -343,11 +358,42 @@ async def subscription_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     return await apply_observation(unit, event, obs)
 
 
+async def _record_latest_invoice(unit: UnitOfWork, subscription_id: str, links: sp.InvoiceLinks) -> bool:
+    """The subscription's latest invoice and its links: the invoice created last wins (same second: the greater
+    id); an event of the same invoice fills links it lacked (a finalized invoice gets them). True when changed."""
+    if links.invoice_id is None or links.created is None:
+        return False
+    row = await unit.con.fetchrow(LATEST_INVOICE, subscription_id)  # locked by apply_observation already
+    created = _ts(links.created)
+    if row["latest_invoice_id"] == links.invoice_id:
+        hosted = links.hosted_url or row["latest_invoice_hosted_url"]
+        pdf = links.pdf or row["latest_invoice_pdf"]
+    elif row["latest_invoice_created"] is None or (created, links.invoice_id) > (
+        row["latest_invoice_created"],
+        row["latest_invoice_id"],
+    ):
+        hosted, pdf = links.hosted_url, links.pdf
+    else:
+        return False
+    if (row["latest_invoice_id"], row["latest_invoice_hosted_url"], row["latest_invoice_pdf"]) == (
+        links.invoice_id,
+        hosted,
+        pdf,
+    ):
+        return False
+    await unit.con.execute(SET_LATEST_INVOICE, subscription_id, links.invoice_id, created, hosted, pdf)
+    return True
+
+
 async def invoice_changed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
     obs = observe_invoice(event)
     if obs is None:
         return Outcome("ignored", "invoice not linked to a subscription")
-    return await apply_observation(unit, event, obs)
+    outcome = await apply_observation(unit, event, obs)
+    if await _record_latest_invoice(unit, obs.subscription_id, sp.invoice_links(event.object)):
+        if outcome.status == "stale":
+            return Outcome("processed", "latest invoice links recorded")
+    return outcome
 
 
 async def checkout_session_completed(unit: UnitOfWork, event: StripeEvent) -> Outcome:
