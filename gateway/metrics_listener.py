@@ -13,7 +13,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway import keys, metrics
-from gateway.metrics_refresh import refresh_database_gauges
 
 log = logging.getLogger("gateway.metrics")
 
@@ -23,14 +22,6 @@ def refresh_pool_gauges(app: web.Application) -> None:
     metrics.DB_POOL_SIZE.set(pool.get_size())
     metrics.DB_POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
     metrics.DB_POOL_MAX.set(pool.get_max_size())
-
-
-async def refresh_state_gauges(app: web.Application) -> None:
-    """Every gauge at once, the database-backed ones included (the background task refreshes those every
-    METRICS_REFRESH_INTERVAL_SECONDS; this is for a tool or a test that needs them now). Never called by a scrape."""
-    refresh_pool_gauges(app)
-    async with app[keys.DB_POOL].acquire() as con:
-        await refresh_database_gauges(con, app[keys.GAUGE_REFRESH_HOOKS])
 
 
 def metrics_app(main: web.Application) -> web.Application:

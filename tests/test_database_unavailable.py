@@ -64,7 +64,7 @@ async def _hang_up_mid_body(port: int) -> None:
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(
                 b"POST /stripe/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                b"Stripe-Signature: t=1,v1=00\r\nContent-Length: 5000\r\n\r\n{\"id\": \"evt_"
+                b'Stripe-Signature: t=1,v1=00\r\nContent-Length: 5000\r\n\r\n{"id": "evt_'
             )
 
     with json_logs() as logs:
@@ -82,4 +82,3 @@ async def _hang_up_mid_body(port: int) -> None:
     assert ("info", "client closed the connection before the answer") in messages
     assert not [m for m in messages if m[1] in ("database unavailable", "unhandled error", "request failed")]
     assert not [e for e in logs.entries if e["level"] in ("error", "critical")]
-

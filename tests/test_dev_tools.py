@@ -97,8 +97,16 @@ async def test_send_event_with_the_wrong_secret_is_refused_and_says_so(db_pool: 
 async def test_send_event_without_a_gateway_is_one_line(tmp_path: Path) -> None:
     env = clean_env({"PORT": str(closed_port())}, tmp_path)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "dev", "send-event", "checkout.session.completed",
-        env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        "dev",
+        "send-event",
+        "checkout.session.completed",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await process.communicate()
     assert process.returncode == 1
@@ -125,8 +133,14 @@ async def test_serve_in_development_generates_the_secret_once_and_send_event_use
 
     async def serve_once() -> str:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "serve",
-            env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         assert process.stderr is not None
         try:
@@ -138,8 +152,16 @@ async def test_serve_in_development_generates_the_secret_once_and_send_event_use
                     lines.append(line.decode())
             await poll(lambda: listening(port), within=60)
             sent = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "dev", "send-event", "payment_intent.payment_failed",
-                env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                sys.executable,
+                "-m",
+                "gateway",
+                "dev",
+                "send-event",
+                "payment_intent.payment_failed",
+                env=env,
+                cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
             out, err = await sent.communicate()
             assert sent.returncode == 0, err.decode()

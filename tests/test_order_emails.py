@@ -136,7 +136,7 @@ async def test_failures_are_retried_with_backoff_then_given_up(
 
 
 async def test_an_order_paid_before_its_address_is_known_waits_for_it(
-    db_pool: asyncpg.Pool, smtp: tuple[Mailbox, str], app_factory: Any
+    db_pool: asyncpg.Pool, smtp: tuple[Mailbox, str], app_factory: Any, aiohttp_client: Any
 ) -> None:
     """The payment intent's event pays the order before the Checkout Session's brings the buyer's address: the
     e-mail waits (counted), then goes out once the address has arrived; never lost to event order."""
@@ -151,11 +151,10 @@ async def test_an_order_paid_before_its_address_is_known_waits_for_it(
     assert await notifier.run_once() == 0
     async with db_pool.acquire() as con:
         assert await con.fetchval("SELECT status FROM email_deliveries") == "waiting_address"
-    from gateway.metrics_listener import refresh_state_gauges
-
-    app = app_factory()
-    app[keys.DB_POOL] = db_pool
-    await refresh_state_gauges(app)
+    refresher = (await aiohttp_client(app_factory(METRICS_REFRESH_INTERVAL_SECONDS="0.05"))).server.app[
+        keys.GAUGE_REFRESHER
+    ]
+    await refresher.wait_rounds(2)
     assert metrics.EMAILS_WAITING_ADDRESS._value.get() == 1
 
     session = checkout_session(order_id, amount_total=2500, payment_intent=pi, user_id="user-1")
@@ -165,7 +164,7 @@ async def test_an_order_paid_before_its_address_is_known_waits_for_it(
         await con.execute("UPDATE email_deliveries SET next_attempt_at = now()")
     assert await notifier.run_once() == 1
     assert [recipients for recipients, _ in mailbox.messages] == [[BUYER]]
-    await refresh_state_gauges(app)
+    await refresher.wait_rounds(2)
     assert metrics.EMAILS_WAITING_ADDRESS._value.get() == 0
 
 

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway import keys
 from gateway.webhooks.handlers import HANDLERS
 from tests.conftest import make_settings
 from tests.stripe_events import checkout_session, dispute, make_event, new_id, payment_intent, refund
@@ -33,7 +34,8 @@ T0 = 1_760_000_000
 
 @pytest.fixture
 async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -> Any:
-    return await aiohttp_client(app_factory(RATE_LIMIT_WEBHOOK_MAX="100000", DB_LOCK_TIMEOUT="0.5"))
+    app = app_factory(RATE_LIMIT_WEBHOOK_MAX="100000", DB_LOCK_TIMEOUT="0.5", METRICS_REFRESH_INTERVAL_SECONDS="0.05")
+    return await aiohttp_client(app)
 
 
 async def deliver(client: Any, event: dict[str, Any], expected: str = "processed") -> dict[str, Any]:
@@ -165,9 +167,7 @@ async def test_waiting_events_are_listed_and_measured(client: Any, db_pool: asyn
     assert [row["stripe_event_id"] for row in listed] == [kept["id"]]
     assert listed[0]["payment_intent_id"] == kept["data"]["object"]["payment_intent"]
 
-    from gateway.metrics_listener import refresh_state_gauges
-
-    await refresh_state_gauges(client.server.app)
+    await client.server.app[keys.GAUGE_REFRESHER].wait_rounds(2)  # the background refresh, one whole round after
     assert metric("stripe_webhook_ledger_rows", status="waiting") == 1
     assert metric("stripe_webhook_waiting_oldest_seconds") >= 0
     assert metric("stripe_disputes_open", status="needs_response") == 0  # kept, not applied: no dispute row yet
