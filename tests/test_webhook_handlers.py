@@ -18,6 +18,7 @@ from tests.stripe_events import checkout_session, make_event, new_id, payment_in
 from tests.webhook_support import (
     audit_actions,
     bridge_types,
+    deliver,
     fixture_event,
     ledger_row,
     order_row,
@@ -53,14 +54,6 @@ DISPUTE_BASIL = MOCK + "constructed__charge.dispute.created__2025-03-31.basil__d
 @pytest.fixture
 async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -> Any:
     return await aiohttp_client(app_factory())
-
-
-async def deliver(client: Any, event: dict[str, Any], expected: str = "processed") -> dict[str, Any]:
-    response = await post_event(client, event)
-    body: dict[str, Any] = await response.json()
-    assert response.status == 200, body
-    assert body["status"] == expected, body
-    return body
 
 
 def ts(event: dict[str, Any]) -> datetime:

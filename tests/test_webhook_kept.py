@@ -22,6 +22,7 @@ from tests.support_helpers import run_cli
 from tests.webhook_support import (
     audit_actions,
     bridge_types,
+    deliver,
     ledger_row,
     order_row,
     post_event,
@@ -36,14 +37,6 @@ T0 = 1_760_000_000
 async def client(aiohttp_client: Any, app_factory: Any, db_pool: asyncpg.Pool) -> Any:
     app = app_factory(RATE_LIMIT_WEBHOOK_MAX="100000", DB_LOCK_TIMEOUT="0.5", METRICS_REFRESH_INTERVAL_SECONDS="0.05")
     return await aiohttp_client(app)
-
-
-async def deliver(client: Any, event: dict[str, Any], expected: str = "processed") -> dict[str, Any]:
-    response = await post_event(client, event)
-    body: dict[str, Any] = await response.json()
-    assert response.status == 200, body
-    assert body["status"] == expected, body
-    return body
 
 
 def metric(name: str, **labels: str) -> float:

@@ -21,6 +21,15 @@ async def post_event(client: Any, event: dict[str, Any], secret: str = TEST_WEBH
     return await client.post(WEBHOOK, data=body, headers=headers)
 
 
+async def deliver(client: Any, event: dict[str, Any], expected: str = "processed") -> dict[str, Any]:
+    """Post `event` signed; the answer must be 200 with the ledger status `expected`."""
+    response = await post_event(client, event)
+    body: dict[str, Any] = await response.json()
+    assert response.status == 200, body
+    assert body["status"] == expected, body
+    return body
+
+
 def to_event(event: dict[str, Any]) -> StripeEvent:
     """The parsed envelope `ingest` takes (what the view builds from the verified body)."""
     return parse_event(event_body(event), required_livemode=None)
