@@ -18,11 +18,7 @@ import asyncpg
 from gateway.orders.queries import valid_uuid
 from gateway.progress import SILENT, Progress
 from gateway.webhooks.envelope import event_from_payload
-from gateway.webhooks.ledger import HandlerFailed, ingest
-
-# Ledger states in which an event has been applied (or decided upon) for good.
-DONE_STATUSES = frozenset({"processed", "ignored", "stale"})
-REPLAYABLE_STATUSES = frozenset({"failed", "received"})
+from gateway.webhooks.ledger import SETTLED_STATUSES, HandlerFailed, ingest
 
 SELECT_EVENT = """
 SELECT id, stripe_event_id, type, api_version, livemode, stripe_created, received_at, processed_at,
@@ -238,7 +234,7 @@ async def replay_event(
     if row is None:
         return ReplayResult(event_id, "not_found")
     previous = row["status"]
-    if previous in DONE_STATUSES:
+    if previous in SETTLED_STATUSES:
         return ReplayResult(
             event_id,
             "already_done",
